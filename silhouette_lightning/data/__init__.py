@@ -1,0 +1,26 @@
+"""Data: :class:`ImageDataModule` and the registry of named data sets it loads from.
+
+Importing this package registers the built-in data sets: ``digits``, ``synthetic``, ``imagefolder``,
+``cifar10`` and ``cifar100``.
+"""
+
+# Imported for their registrations (each module registers its data set on import).
+from silhouette_lightning.data import digits, image_folder, synthetic, torchvision_sets  # noqa: F401
+from silhouette_lightning.data.datamodule import ImageDataModule
+from silhouette_lightning.data.image_split import ImageSplit
+from silhouette_lightning.data.registry import register_dataset, registered_datasets, unregister_dataset
+from silhouette_lightning.data.source import DatasetSource, SourceConfig
+from silhouette_lightning.data.splits import SPLITS, Split, stratified_split
+
+__all__ = [
+    "SPLITS",
+    "DatasetSource",
+    "ImageDataModule",
+    "ImageSplit",
+    "SourceConfig",
+    "Split",
+    "register_dataset",
+    "registered_datasets",
+    "stratified_split",
+    "unregister_dataset",
+]

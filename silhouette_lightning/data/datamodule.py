@@ -1,0 +1,163 @@
+"""The LightningDataModule that LightningCLI configures as ``data:``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from silhouette_lightning.data.image_split import ImageSplit, Transform, check_targets_in_range
+from silhouette_lightning.data.registry import create_source
+from silhouette_lightning.data.source import SourceConfig
+from silhouette_lightning.data.splits import SPLITS, Split, check_fractions
+from silhouette_lightning.errors import ConfigError
+
+# The splits each Trainer entry point needs; ``predict`` embeds the test split.
+STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+
+
+class ImageDataModule(LightningDataModule):
+    """Image classification data from a registry of named data sets.
+
+    Every batch is ``(images, labels)``: float32 [B, 3, H, W] (normalised with the data set's
+    statistics; grayscale repeated to 3 channels) and int64 [B] in [0, num_classes).
+    ``num_classes`` and ``class_names`` are known right after construction (LightningCLI links
+    ``data.num_classes`` to the model before ``setup`` runs); images are read in ``setup``.
+
+    Args:
+        dataset: registered data set name: ``digits`` (scikit-learn's bundled 8x8 digits),
+            ``imagefolder`` (``root/train/<class>/*``, optional ``root/val``, ``root/test``),
+            ``cifar10``, ``cifar100`` (torchvision), ``synthetic`` (generated, for tests).
+        root: folder of ``imagefolder`` (required) or of torchvision data sets (default ``data``).
+        batch_size: samples per batch, >= 1.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        image_size: side length H = W of the images; None = the data set's natural size
+            (digits 8, synthetic 16, cifar 32, imagefolder 224).
+        val_fraction: share of the data used for validation where the data set has no own val split.
+        test_fraction: share of the data used for testing where the data set has no own test split.
+        seed: seeds every split and generated data, independently of the training seed, so the
+            split stays fixed across runs with different training seeds.
+        augment: apply the data set's training augmentation (light crops/shifts; flips only where
+            mirrored images keep their class).
+        download: let torchvision data sets download into ``root``; nothing downloads otherwise.
+        drop_last: drop the last incomplete training batch (kept when the training split is smaller
+            than one batch), so no step sees a tiny batch that batch-level losses cannot use.
+        pin_memory: pin batches in page-locked memory; None = only when CUDA is available.
+        persistent_workers: keep worker processes alive between epochs (only if num_workers > 0).
+        options: data set specific settings, e.g. ``{"num_classes": 4, "samples_per_class": 16}``
+            for ``synthetic``; unknown keys are an error.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        image_size: int | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+        augment: bool = True,
+        download: bool = False,
+        drop_last: bool = True,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}.")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
+        if image_size is not None and image_size < 1:
+            raise ConfigError(f"data.image_size must be >= 1 (or null: natural size), got {image_size}.")
+        check_fractions(val_fraction, test_fraction)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.drop_last = drop_last
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers
+        # No save_hyperparameters(): keys such as ``seed`` or ``image_size`` would clash with the
+        # model's hparams when Lightning merges them for the logger; LightningCLI saves the config.
+        self.source = create_source(
+            SourceConfig(
+                name=dataset,
+                root=Path(root) if root is not None else None,
+                image_size=image_size,
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                seed=seed,
+                download=download,
+                options=dict(options or {}),
+            )
+        )
+        self._splits: dict[Split, ImageSplit] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.source.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label ``k`` is ``class_names[k]``."""
+        return self.source.class_names
+
+    @property
+    def image_size(self) -> int:
+        """Side length H = W of the batches' images."""
+        return self.source.image_size
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits ``stage`` needs (all for None); splits built before are kept."""
+        for split in STAGE_SPLITS.get(stage, SPLITS) if stage is not None else SPLITS:
+            self.split_dataset(split)
+
+    def split_dataset(self, split: Split) -> ImageSplit:
+        """The transformed data set of ``split``, built on first use (``.targets``, ``.indices``)."""
+        if split not in self._splits:
+            raw = self.source.load_split(split)
+            check_targets_in_range(raw.targets, self.num_classes, split=split, dataset=self.source.name)
+            self._splits[split] = raw.with_transform(self.transform_for(split))
+        return self._splits[split]
+
+    def transform_for(self, split: Split) -> Transform:
+        """Training augmentation for the train split (if ``augment``), deterministic otherwise."""
+        if split == "train" and self.augment:
+            return self.source.train_transform()
+        return self.source.eval_transform()
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.split_dataset("train")
+        # With fewer samples than one batch, dropping the last batch would leave no batch at all.
+        drop_last = self.drop_last and len(dataset) >= self.batch_size
+        return self._loader(dataset, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.split_dataset("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.split_dataset("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.split_dataset("test"))
+
+    def _loader(self, dataset: ImageSplit, *, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )

@@ -1,0 +1,41 @@
+"""Soft minimum over a masked set of values (the ``b_i`` of the silhouette)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+SoftMin = Literal["softmax", "logsumexp", "hard"]
+SOFT_MINS: tuple[str, ...] = ("softmax", "logsumexp", "hard")
+
+
+def masked_soft_min(values: Tensor, mask: Tensor, soft_min: SoftMin, temperature: float) -> Tensor:
+    """Soft minimum of ``values`` ``[N, C]`` along the last axis over the entries where ``mask`` is True.
+
+    * ``"softmax"``: ``sum_c w_c v_c`` with ``w = softmax(-v / temperature)``; between the minimum and
+      the mean, tending to the minimum as ``temperature -> 0``.
+    * ``"logsumexp"``: ``-temperature * log sum_c exp(-v_c / temperature)``, clamped at 0; a lower
+      bound of the minimum that tends to it as ``temperature -> 0``. The clamp keeps it a valid
+      distance: unclamped it goes negative once the nearest value is below ``temperature * log C``,
+      which would push the silhouette below -1. (Clamped entries pass no gradient: with many classes,
+      prefer a small temperature or ``"softmax"``.)
+    * ``"hard"`` (or ``temperature == 0``): the plain minimum.
+
+    Rows without any True entry return 0 (finite, with a finite gradient); callers mark them invalid.
+    Masked entries are excluded with the dtype's most negative finite value rather than ``-inf``, so that
+    a fully masked row stays finite.
+    """
+    any_valid = mask.any(dim=-1)
+    if soft_min == "hard" or temperature == 0:
+        big = torch.finfo(values.dtype).max
+        result = values.masked_fill(~mask, big).amin(dim=-1)
+    else:
+        logits = (-values / temperature).masked_fill(~mask, torch.finfo(values.dtype).min)
+        if soft_min == "softmax":
+            result = (torch.softmax(logits, dim=-1) * values.masked_fill(~mask, 0.0)).sum(dim=-1)
+        else:
+            # A fully masked row gives ~finfo.max here; it is replaced below.
+            result = (-temperature * torch.logsumexp(logits, dim=-1)).clamp_min(0.0)
+    return torch.where(any_valid, result, torch.zeros_like(result))

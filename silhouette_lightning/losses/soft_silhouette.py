@@ -1,0 +1,234 @@
+"""The Soft Silhouette: a differentiable silhouette coefficient over a batch, and the loss built on it.
+
+For an anchor ``i`` with label ``y_i`` and each class ``c`` present among the references,
+
+    delta(i, c) = mean of d(i, j) over references j != i with y_j = c
+    a_i = delta(i, y_i)                            (own class; needs another member)
+    b_i = soft-min over c != y_i of delta(i, c)    (nearest competing class)
+    s_i = (b_i - a_i) / max(a_i, b_i)              (in [-1, 1]; 1 = perfectly clustered)
+
+and the loss is the mean of ``(1 - s_i) / 2`` over valid anchors, in ``[0, 1]``. With ``soft_min="hard"``
+``s_i`` is exactly Rousseeuw's silhouette (scikit-learn's ``silhouette_samples``).
+
+Cost: one ``[N, M]`` distance matrix and one ``[N, M] x [M, C]`` product; no ``[N, M, D]`` tensor.
+Everything runs in at least float32, also under autocast.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels, check_temperature
+from silhouette_lightning.losses.distances import DISTANCES, Distance, as_compute_dtype, pairwise_distances
+from silhouette_lightning.losses.soft_min import SOFT_MINS, SoftMin, masked_soft_min
+
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+# Guards 0/0 in s_i when a_i = b_i = 0 (all points identical): s_i is then 0, the "undecided" value.
+_RATIO_EPS = 1e-12
+
+
+class SilhouetteTerms(NamedTuple):
+    """Per-anchor pieces of the silhouette, all ``[N]``.
+
+    ``valid`` is True where the anchor's class has another member among the references and at least
+    one other class is present; ``s``, ``a`` and ``b`` are 0 where it is False.
+    """
+
+    s: Tensor
+    a: Tensor
+    b: Tensor
+    valid: Tensor
+
+
+def silhouette_terms(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_embeddings: Tensor | None = None,
+    ref_labels: Tensor | None = None,
+    *,
+    distance: Distance = "euclidean",
+    soft_min: SoftMin = "softmax",
+    temperature: float = 0.1,
+    self_index: Tensor | None = None,
+) -> SilhouetteTerms:
+    """Differentiable ``s_i``, ``a_i``, ``b_i`` and the validity mask for every anchor.
+
+    Args:
+        embeddings: anchors ``[N, D]``.
+        labels: anchor labels ``[N]``, any integers (they need not be contiguous).
+        ref_embeddings: references ``[M, D]``; default: the anchors themselves (self pairs excluded).
+        ref_labels: reference labels ``[M]``; required with ``ref_embeddings``.
+        distance, soft_min, temperature: see :class:`SoftSilhouetteLoss`.
+        self_index: ``[N]`` positions of the anchors inside the references, for references that contain
+            the anchors (the distributed case: local anchors inside the gathered global batch). Those
+            pairs are excluded. Default: the diagonal when no references are given, none otherwise.
+    """
+    check_choice("distance", distance, DISTANCES)
+    check_choice("soft_min", soft_min, SOFT_MINS)
+    check_temperature(temperature)
+    check_embeddings_and_labels(embeddings, labels)
+    if ref_embeddings is None:
+        if ref_labels is not None:
+            raise ValueError("ref_labels was given without ref_embeddings.")
+        ref_embeddings, ref_labels = embeddings, labels
+        if self_index is None:
+            self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
+    else:
+        if ref_labels is None:
+            raise ValueError("ref_embeddings needs ref_labels.")
+        check_embeddings_and_labels(ref_embeddings, ref_labels, what="ref_embeddings")
+        if ref_embeddings.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"ref_embeddings have dimension {ref_embeddings.shape[1]}, embeddings {embeddings.shape[1]}."
+            )
+
+    # Distances and ratios in float32 (or float64) even under fp16/bf16 autocast: the expanded squared
+    # distance overflows and cancels in half precision.
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        x = as_compute_dtype(embeddings)
+        ref = as_compute_dtype(ref_embeddings).to(x.dtype)
+        dist = pairwise_distances(x, ref, distance, self_index)  # [N, M]
+
+        # Compact the labels to 0..C-1 over the classes present, so sparse label values cost nothing.
+        classes, inverse = torch.unique(torch.cat([labels, ref_labels]), return_inverse=True)
+        anchor_class, ref_class = inverse[: labels.shape[0]], inverse[labels.shape[0] :]
+        ref_onehot = nn.functional.one_hot(ref_class, classes.shape[0]).to(x.dtype)  # [M, C]
+
+        sums = dist @ ref_onehot  # [N, C]: sum of distances from anchor i to the references of class c
+        counts = ref_onehot.sum(dim=0).expand_as(sums)
+        if self_index is not None:
+            # The anchor itself is among its class's references: one fewer member (its distance is 0).
+            own = nn.functional.one_hot(anchor_class, classes.shape[0]).to(x.dtype)
+            counts = counts - own
+        present = counts > 0
+        delta = sums / counts.clamp_min(1.0)
+
+        own_class = anchor_class.unsqueeze(1)
+        a = delta.gather(1, own_class).squeeze(1)
+        has_own = present.gather(1, own_class).squeeze(1)
+        others = present.scatter(1, own_class, False)
+        b = masked_soft_min(delta, others, soft_min, temperature)
+
+        valid = has_own & others.any(dim=1)
+        s = (b - a) / torch.maximum(a, b).clamp_min(_RATIO_EPS)
+        zero = torch.zeros_like(s)
+        return SilhouetteTerms(
+            s=torch.where(valid, s, zero),
+            a=torch.where(valid, a, zero),
+            b=torch.where(valid, b, zero),
+            valid=valid,
+        )
+
+
+def silhouette_samples(
+    embeddings: Tensor,
+    labels: Tensor,
+    distance: Distance = "euclidean",
+    soft_min: SoftMin = "softmax",
+    temperature: float = 0.1,
+) -> Tensor:
+    """Differentiable per-sample silhouette ``s_i`` ``[N]`` of ``embeddings`` ``[N, D]`` under ``labels``.
+
+    Follows scikit-learn's convention: a sample whose class has no other member gets 0 (as does every
+    sample when fewer than two classes are present, where scikit-learn raises instead). With
+    ``soft_min="hard"`` this equals ``sklearn.metrics.silhouette_samples(X, labels, metric=distance)``.
+    No normalisation is applied (the loss normalises; this function measures the points as given).
+    """
+    return silhouette_terms(
+        embeddings, labels, distance=distance, soft_min=soft_min, temperature=temperature
+    ).s
+
+
+class SoftSilhouetteLoss(nn.Module):
+    """Soft Silhouette loss: mean of ``(1 - s_i) / 2`` over valid anchors, in ``[0, 1]`` (0 = perfect).
+
+    Args:
+        distance: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"`` (``1 - cos``).
+        soft_min: how ``b_i`` takes the minimum over the other classes: ``"softmax"`` (default; the
+            softmax(-delta/temperature)-weighted mean), ``"logsumexp"`` or ``"hard"``.
+        temperature: of the soft minimum (> 0; 0 means hard). With normalised embeddings the Euclidean
+            class distances lie in [0, 2], which the default 0.1 is scaled for.
+        normalize: L2-normalise the embeddings (and references) first.
+        reduction: ``"mean"`` over valid anchors (default), ``"sum"`` over valid anchors, or ``"none"``:
+            the per-anchor loss ``[N]``, with 0 for invalid anchors (use :func:`silhouette_terms` for the
+            validity mask).
+
+    An anchor is valid when its class has another member and at least two classes are present. A batch
+    without valid anchors (one class, all singletons) gives a loss of 0 that is still connected to the
+    graph, so ``backward()`` works and distributed ranks stay in step.
+    """
+
+    def __init__(
+        self,
+        distance: Distance = "euclidean",
+        soft_min: SoftMin = "softmax",
+        temperature: float = 0.1,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__()
+        check_choice("distance", distance, DISTANCES)
+        check_choice("soft_min", soft_min, SOFT_MINS)
+        check_choice("reduction", reduction, REDUCTIONS)
+        check_temperature(temperature)
+        self.distance = distance
+        self.soft_min = soft_min
+        self.temperature = float(temperature)
+        self.normalize = normalize
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return (
+            f"distance={self.distance!r}, soft_min={self.soft_min!r}, temperature={self.temperature}, "
+            f"normalize={self.normalize}, reduction={self.reduction!r}"
+        )
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        """Loss of the anchors ``embeddings`` ``[N, D]`` with ``labels`` ``[N]``.
+
+        With ``ref_embeddings`` ``[M, D]`` / ``ref_labels`` ``[M]`` the anchors are compared with those
+        references instead of with each other; the references are taken to be *other* samples
+        (as in pytorch-metric-learning), so no pair is excluded.
+        """
+        # Check before normalising, so a wrong shape or dtype is our ValueError, not a torch error.
+        check_embeddings_and_labels(embeddings, labels)
+        if ref_embeddings is not None and ref_labels is not None:
+            check_embeddings_and_labels(ref_embeddings, ref_labels, what="ref_embeddings")
+        if self.normalize:
+            embeddings = _l2_normalize(embeddings)
+            if ref_embeddings is not None:
+                ref_embeddings = _l2_normalize(ref_embeddings)
+        terms = silhouette_terms(
+            embeddings,
+            labels,
+            ref_embeddings,
+            ref_labels,
+            distance=self.distance,
+            soft_min=self.soft_min,
+            temperature=self.temperature,
+        )
+        per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
+        if self.reduction == "none":
+            return per_anchor
+        total = per_anchor.sum()
+        if self.reduction == "mean":
+            total = total / terms.valid.sum().clamp_min(1)
+        # With no valid anchor every entry is a masked 0: the sum is a graph-connected 0, not a constant.
+        return total
+
+
+def _l2_normalize(x: Tensor) -> Tensor:
+    """L2 normalisation in float32 (a half-precision norm can overflow for large embeddings)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return nn.functional.normalize(as_compute_dtype(x), dim=1)

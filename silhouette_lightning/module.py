@@ -1,0 +1,152 @@
+"""The LightningModule: backbone -> features -> (classifier -> logits, head -> embeddings) -> loss terms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from silhouette_lightning.errors import ConfigError
+from silhouette_lightning.models import Backbone, ProjectionHead
+from silhouette_lightning.terms import CrossEntropyTerm, LossTerm, ModelOutputs
+
+try:  # set while LightningCLI instantiates the model: hparams are then the parsed config, not objects
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+except ImportError:  # pragma: no cover - older/newer Lightning without it
+    _given_hyperparameters = None
+
+# Arguments that are objects (modules, callables); outside the CLI they are not saved as hyperparameters.
+_OBJECT_ARGUMENTS = ["backbone", "losses", "optimizer", "lr_scheduler"]
+
+
+class EmbeddingModule(LightningModule):
+    """Representation learner: a backbone, a projection head, a linear classifier and weighted loss terms.
+
+    Args:
+        backbone: feature extractor (``SmallCNN``, ``TorchvisionBackbone``, or any
+            :class:`~silhouette_lightning.models.Backbone`).
+        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        losses: the terms of the objective; default: cross-entropy alone.
+        embedding_dim: width of the projection head's output (the learned embedding).
+        head_hidden_dim: hidden width of the head (default: the backbone's feature width).
+        head_layers: linear layers in the head (1 = a linear projection).
+        optimizer: a callable ``params -> Optimizer`` (``class_path``/``init_args`` in configs).
+        lr_scheduler: optional callable ``optimizer -> LRScheduler``, stepped every epoch.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        losses: list[LossTerm] | None = None,
+        embedding_dim: int = 128,
+        head_hidden_dim: int | None = None,
+        head_layers: int = 2,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
+        self.save_hyperparameters(ignore=[] if given is not None else _OBJECT_ARGUMENTS)
+        if num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {num_classes}.")
+        losses = [CrossEntropyTerm()] if losses is None else list(losses)
+        if not losses:
+            raise ConfigError("model.losses is empty: give at least one loss term.")
+        names = [term.name for term in losses]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Loss term names must be unique (they are logged by name), got {names}.")
+
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.head = ProjectionHead(backbone.num_features, embedding_dim, head_hidden_dim, head_layers)
+        self.classifier = nn.Linear(backbone.num_features, num_classes)
+        self.losses = nn.ModuleList(losses)
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, images: Tensor) -> ModelOutputs:
+        """Run images ``[B, 3, H, W]`` or multi-view images ``[B, V, 3, H, W]`` through the model.
+
+        All views go through the backbone in one pass (BatchNorm sees the whole batch).
+        """
+        if images.ndim == 4:
+            images = images.unsqueeze(1)
+        if images.ndim != 5:
+            raise ValueError(f"Expected images [B, 3, H, W] or [B, V, 3, H, W], got {tuple(images.shape)}.")
+        batch, views = images.shape[:2]
+        features = self.backbone(images.flatten(0, 1))
+        embeddings = self.head(features)
+        logits = self.classifier(features)
+        return ModelOutputs(
+            features=features.unflatten(0, (batch, views)),
+            embeddings=embeddings.unflatten(0, (batch, views)),
+            logits=logits.unflatten(0, (batch, views)),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The embedding ``[B, embedding_dim]`` of images ``[B, 3, H, W]``."""
+        return self.head(self.backbone(images))
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "train", self.train_acc)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, batch_idx, "test", self.test_acc)
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        images, labels = batch
+        outputs = self.encode(images)
+        return {"embeddings": outputs.embeddings[:, 0], "labels": labels}
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy) -> Tensor:
+        images, labels = batch
+        if batch_idx == 0:
+            # Once per loop: an out-of-range label would otherwise surface as an index error deep inside
+            # cross-entropy (or a device-side assert on CUDA).
+            self._check_labels(labels)
+        outputs = self.encode(images)
+        total = torch.zeros((), device=images.device)
+        for term in self.losses:
+            value = term(outputs, labels)
+            total = total + term.weight * value
+            self.log(f"{stage}/loss/{term.name}", value, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        # Accuracy of the first view only, so that it means the same with and without multi-view data.
+        accuracy(outputs.logits[:, 0].detach(), labels)
+        self.log(
+            f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
+        )
+        return total
+
+    def _check_labels(self, labels: Tensor) -> None:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= self.num_classes:
+            raise ConfigError(
+                f"Labels must lie in [0, {self.num_classes}) but this batch has labels in [{low}, {high}]. "
+                "Check that model.num_classes matches the data (the CLI links it from data.num_classes) and "
+                "that the dataset's labels are class indices."
+            )
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

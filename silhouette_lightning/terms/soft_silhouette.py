@@ -1,0 +1,41 @@
+"""The Soft Silhouette loss as a term (by default on the projection head's embeddings)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from silhouette_lightning.losses.distances import Distance
+from silhouette_lightning.losses.soft_min import SoftMin
+from silhouette_lightning.losses.soft_silhouette import SoftSilhouetteLoss
+from silhouette_lightning.terms.base import LossTerm, ViewSelection
+from silhouette_lightning.terms.outputs import OutputName
+
+
+class SoftSilhouetteTerm(LossTerm):
+    """:class:`~silhouette_lightning.losses.SoftSilhouetteLoss` over the batch.
+
+    Args:
+        weight, input, views, name: see :class:`LossTerm`.
+        distance, soft_min, temperature, normalize: see :class:`SoftSilhouetteLoss`.
+    """
+
+    default_name = "silhouette"
+
+    def __init__(
+        self,
+        weight: float = 1.0,
+        input: OutputName = "embeddings",
+        views: ViewSelection = "all",
+        name: str | None = None,
+        distance: Distance = "euclidean",
+        soft_min: SoftMin = "softmax",
+        temperature: float = 0.1,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(weight=weight, input=input, views=views, name=name)
+        self.loss = SoftSilhouetteLoss(
+            distance=distance, soft_min=soft_min, temperature=temperature, normalize=normalize
+        )
+
+    def compute(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        return self.loss(inputs, labels)

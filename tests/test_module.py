@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from silhouette_lightning.errors import ConfigError
+from silhouette_lightning.losses import SoftSilhouetteLoss
+from silhouette_lightning.models import SmallCNN
+from silhouette_lightning.module import EmbeddingModule
+from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm
+
+# Steps are called directly here, without a Trainer to log to.
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+
+def _module(**kwargs):
+    torch.manual_seed(0)
+    defaults = dict(
+        backbone=SmallCNN(width=4),
+        num_classes=3,
+        losses=[CrossEntropyTerm(weight=1.0), SoftSilhouetteTerm(weight=0.5)],
+        embedding_dim=6,
+    )
+    return EmbeddingModule(**{**defaults, **kwargs})
+
+
+def _batch(batch=8, views=None):
+    g = torch.Generator().manual_seed(1)
+    shape = (batch, 3, 8, 8) if views is None else (batch, views, 3, 8, 8)
+    return torch.randn(*shape, generator=g), torch.arange(batch) % 3
+
+
+def test_encode_shapes_single_and_multi_view():
+    module = _module()
+    out = module.encode(_batch()[0])
+    assert (
+        out.features.shape == (8, 1, 16)
+        and out.embeddings.shape == (8, 1, 6)
+        and out.logits.shape == (8, 1, 3)
+    )
+    out = module.encode(_batch(views=2)[0])
+    assert out.embeddings.shape == (8, 2, 6)
+    assert module(_batch()[0]).shape == (8, 6)
+
+
+def test_training_step_is_weighted_sum_of_terms():
+    module = _module().eval()  # eval: BatchNorm gives the same outputs on both passes
+    images, labels = _batch()
+    total = module.training_step((images, labels), batch_idx=1)
+    with torch.no_grad():
+        out = module.encode(images)
+        ce = torch.nn.functional.cross_entropy(out.logits[:, 0], labels)
+        sil = SoftSilhouetteLoss()(out.embeddings[:, 0], labels)
+    assert torch.allclose(total, ce + 0.5 * sil, atol=1e-6)
+
+
+def test_every_parameter_gets_a_gradient_with_ce_and_silhouette():
+    # DDP fails on parameters that receive no gradient; CE + silhouette must reach head and classifier.
+    module = _module()
+    module.training_step(_batch(), batch_idx=1).backward()
+    missing = [name for name, p in module.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_out_of_range_labels_are_a_clear_error_on_the_first_batch():
+    module = _module()
+    images, _ = _batch()
+    with pytest.raises(ConfigError, match=r"Labels must lie in \[0, 3\).*\[0, 5\]"):
+        module.training_step((images, torch.tensor([0, 1, 2, 5, 0, 1, 2, 0])), batch_idx=0)
+    with pytest.raises(ConfigError, match=r"\[-1, 2\]"):
+        module.validation_step((images, torch.tensor([0, 1, 2, -1, 0, 1, 2, 0])), batch_idx=0)
+
+
+def test_bad_module_arguments():
+    with pytest.raises(ConfigError, match="unique"):
+        _module(losses=[CrossEntropyTerm(), CrossEntropyTerm()])
+    with pytest.raises(ConfigError, match="num_classes"):
+        _module(num_classes=1)
+    with pytest.raises(ConfigError, match="empty"):
+        _module(losses=[])
+
+
+def test_optimizer_and_scheduler_are_injected():
+    module = _module(
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.5),
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2),
+    )
+    config = module.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.SGD) and config["optimizer"].defaults["lr"] == 0.5
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    assert isinstance(_module().configure_optimizers(), torch.optim.AdamW)
