@@ -65,6 +65,9 @@ class EmbeddingModule(LightningModule):
         self.backbone = backbone
         self.head = ProjectionHead(backbone.num_features, embedding_dim, head_hidden_dim, head_layers)
         self.classifier = nn.Linear(backbone.num_features, num_classes)
+        widths = {"features": backbone.num_features, "embeddings": embedding_dim, "logits": num_classes}
+        for term in losses:
+            term.bind(num_classes=num_classes, input_dim=widths[term.input])
         self.losses = nn.ModuleList(losses)
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler

@@ -54,6 +54,11 @@ class LossTerm(nn.Module):
         self.views = views
         self.name = name
 
+    def bind(self, num_classes: int, input_dim: int) -> None:
+        """Called once by the module, before the optimizer is built: the number of classes and the width
+        of the output this term reads. Terms with their own parameters (class vectors, proxies) create
+        them here, so configs never repeat ``num_classes`` or ``embedding_dim``."""
+
     def select(self, outputs: ModelOutputs, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The term's input ``[N, ...]`` and labels ``[N]``, views flattened image-major."""
         x = outputs.get(self.input)
