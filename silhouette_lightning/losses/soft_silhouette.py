@@ -10,7 +10,12 @@ For an anchor ``i`` with label ``y_i`` and each class ``c`` present among the re
 and the loss is the mean of ``(1 - s_i) / 2`` over valid anchors, in ``[0, 1]``. With ``soft_min="hard"``
 ``s_i`` is exactly Rousseeuw's silhouette (scikit-learn's ``silhouette_samples``).
 
-Cost: one ``[N, M]`` distance matrix and one ``[N, M] x [M, C]`` product; no ``[N, M, D]`` tensor.
+``variant="centroid"`` is the simplified silhouette: ``delta(i, c)`` is the distance from ``i`` to the
+centroid (mean) of class ``c``'s references, the anchor included in its own class's centroid.
+
+Cost: the pairwise variant builds one ``[N, M]`` distance matrix and scatters it into ``[N, C]`` class
+sums, O(N*M*D) time and O(N*M) memory, never an ``[N, M, D]`` tensor; the centroid variant builds
+``[C, D]`` centroids and an ``[N, C]`` matrix, O((N + M)*D + N*C*D) time and no ``[N, M]`` matrix.
 Everything runs in at least float32, also under autocast.
 """
 
@@ -27,6 +32,8 @@ from silhouette_lightning.losses.soft_min import SOFT_MINS, SoftMin, masked_soft
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+Variant = Literal["pairwise", "centroid"]
+VARIANTS: tuple[str, ...] = ("pairwise", "centroid")
 
 # Guards 0/0 in s_i when a_i = b_i = 0 (all points identical): s_i is then 0, the "undecided" value.
 _RATIO_EPS = 1e-12
@@ -54,6 +61,7 @@ def silhouette_terms(
     distance: Distance = "euclidean",
     soft_min: SoftMin = "softmax",
     temperature: float = 0.1,
+    variant: Variant = "pairwise",
     self_index: Tensor | None = None,
 ) -> SilhouetteTerms:
     """Differentiable ``s_i``, ``a_i``, ``b_i`` and the validity mask for every anchor.
@@ -63,13 +71,14 @@ def silhouette_terms(
         labels: anchor labels ``[N]``, any integers (they need not be contiguous).
         ref_embeddings: references ``[M, D]``; default: the anchors themselves (self pairs excluded).
         ref_labels: reference labels ``[M]``; required with ``ref_embeddings``.
-        distance, soft_min, temperature: see :class:`SoftSilhouetteLoss`.
+        distance, soft_min, temperature, variant: see :class:`SoftSilhouetteLoss`.
         self_index: ``[N]`` positions of the anchors inside the references, for references that contain
             the anchors (the distributed case: local anchors inside the gathered global batch). Those
             pairs are excluded. Default: the diagonal when no references are given, none otherwise.
     """
     check_choice("distance", distance, DISTANCES)
     check_choice("soft_min", soft_min, SOFT_MINS)
+    check_choice("variant", variant, VARIANTS)
     check_temperature(temperature)
     check_embeddings_and_labels(embeddings, labels)
     if ref_embeddings is None:
@@ -92,29 +101,36 @@ def silhouette_terms(
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         x = as_compute_dtype(embeddings)
         ref = as_compute_dtype(ref_embeddings).to(x.dtype)
-        dist = pairwise_distances(x, ref, distance, self_index)  # [N, M]
 
         # Compact the labels to 0..C-1 over the classes present, so sparse label values cost nothing.
         classes, inverse = torch.unique(torch.cat([labels, ref_labels]), return_inverse=True)
+        num_classes = classes.shape[0]
         anchor_class, ref_class = inverse[: labels.shape[0]], inverse[labels.shape[0] :]
-        ref_onehot = nn.functional.one_hot(ref_class, classes.shape[0]).to(x.dtype)  # [M, C]
-
-        sums = dist @ ref_onehot  # [N, C]: sum of distances from anchor i to the references of class c
-        counts = ref_onehot.sum(dim=0).expand_as(sums)
-        if self_index is not None:
-            # The anchor itself is among its class's references: one fewer member (its distance is 0).
-            own = nn.functional.one_hot(anchor_class, classes.shape[0]).to(x.dtype)
-            counts = counts - own
-        present = counts > 0
-        delta = sums / counts.clamp_min(1.0)
-
+        class_counts = torch.bincount(ref_class, minlength=num_classes)  # [C]
+        # Members of the anchor's own class among the references, the anchor itself not counted.
+        own_members = class_counts[anchor_class] - (0 if self_index is None else 1)  # [N]
         own_class = anchor_class.unsqueeze(1)
-        a = delta.gather(1, own_class).squeeze(1)
-        has_own = present.gather(1, own_class).squeeze(1)
-        others = present.scatter(1, own_class, False)
+
+        if variant == "pairwise":
+            dist = pairwise_distances(x, ref, distance, self_index)  # [N, M]
+            # Sum of distances from anchor i to the references of class c: [N, C]. (index_add is a
+            # scatter, O(N*M); a product with a one-hot [M, C] matrix would cost O(N*M*C).)
+            sums = dist.new_zeros(x.shape[0], num_classes).index_add(1, ref_class, dist)
+            delta = sums / class_counts.clamp_min(1).to(x.dtype)  # correct for every class but the own
+            a = sums.gather(1, own_class).squeeze(1) / own_members.clamp_min(1).to(x.dtype)
+        else:
+            # The simplified silhouette: distances to class centroids, O(N*C*D), no [N, M] matrix.
+            centroid_sums = ref.new_zeros(num_classes, ref.shape[1]).index_add(0, ref_class, ref)
+            centroids = centroid_sums / class_counts.clamp_min(1).to(x.dtype).unsqueeze(1)
+            delta = pairwise_distances(x, centroids, distance)  # [N, C]
+            a = delta.gather(1, own_class).squeeze(1)
+
+        others = (class_counts > 0).unsqueeze(0) & (
+            torch.arange(num_classes, device=x.device).unsqueeze(0) != own_class
+        )  # [N, C]: classes that compete for b_i
         b = masked_soft_min(delta, others, soft_min, temperature)
 
-        valid = has_own & others.any(dim=1)
+        valid = (own_members > 0) & others.any(dim=1)
         s = (b - a) / torch.maximum(a, b).clamp_min(_RATIO_EPS)
         zero = torch.zeros_like(s)
         return SilhouetteTerms(
@@ -157,6 +173,8 @@ class SoftSilhouetteLoss(nn.Module):
         reduction: ``"mean"`` over valid anchors (default), ``"sum"`` over valid anchors, or ``"none"``:
             the per-anchor loss ``[N]``, with 0 for invalid anchors (use :func:`silhouette_terms` for the
             validity mask).
+        variant: ``"pairwise"`` (default; the silhouette) or ``"centroid"`` (the simplified silhouette,
+            distances to class centroids: O(N*C*D) instead of O(N^2*D), for very large batches).
 
     An anchor is valid when its class has another member and at least two classes are present. A batch
     without valid anchors (one class, all singletons) gives a loss of 0 that is still connected to the
@@ -170,8 +188,10 @@ class SoftSilhouetteLoss(nn.Module):
         temperature: float = 0.1,
         normalize: bool = True,
         reduction: Reduction = "mean",
+        variant: Variant = "pairwise",
     ) -> None:
         super().__init__()
+        check_choice("variant", variant, VARIANTS)
         check_choice("distance", distance, DISTANCES)
         check_choice("soft_min", soft_min, SOFT_MINS)
         check_choice("reduction", reduction, REDUCTIONS)
@@ -180,12 +200,13 @@ class SoftSilhouetteLoss(nn.Module):
         self.soft_min = soft_min
         self.temperature = float(temperature)
         self.normalize = normalize
+        self.variant = variant
         self.reduction = reduction
 
     def extra_repr(self) -> str:
         return (
             f"distance={self.distance!r}, soft_min={self.soft_min!r}, temperature={self.temperature}, "
-            f"normalize={self.normalize}, reduction={self.reduction!r}"
+            f"normalize={self.normalize}, variant={self.variant!r}, reduction={self.reduction!r}"
         )
 
     def forward(
@@ -217,6 +238,7 @@ class SoftSilhouetteLoss(nn.Module):
             distance=self.distance,
             soft_min=self.soft_min,
             temperature=self.temperature,
+            variant=self.variant,
         )
         per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
         if self.reduction == "none":

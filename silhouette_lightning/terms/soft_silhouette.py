@@ -6,7 +6,7 @@ from torch import Tensor
 
 from silhouette_lightning.losses.distances import Distance
 from silhouette_lightning.losses.soft_min import SoftMin
-from silhouette_lightning.losses.soft_silhouette import SoftSilhouetteLoss
+from silhouette_lightning.losses.soft_silhouette import SoftSilhouetteLoss, Variant
 from silhouette_lightning.terms.base import LossTerm, ViewSelection
 from silhouette_lightning.terms.outputs import OutputName
 
@@ -16,7 +16,7 @@ class SoftSilhouetteTerm(LossTerm):
 
     Args:
         weight, input, views, name: see :class:`LossTerm`.
-        distance, soft_min, temperature, normalize: see :class:`SoftSilhouetteLoss`.
+        distance, soft_min, temperature, normalize, variant: see :class:`SoftSilhouetteLoss`.
     """
 
     default_name = "silhouette"
@@ -31,10 +31,15 @@ class SoftSilhouetteTerm(LossTerm):
         soft_min: SoftMin = "softmax",
         temperature: float = 0.1,
         normalize: bool = True,
+        variant: Variant = "pairwise",
     ) -> None:
         super().__init__(weight=weight, input=input, views=views, name=name)
         self.loss = SoftSilhouetteLoss(
-            distance=distance, soft_min=soft_min, temperature=temperature, normalize=normalize
+            distance=distance,
+            soft_min=soft_min,
+            temperature=temperature,
+            normalize=normalize,
+            variant=variant,
         )
 
     def compute(self, inputs: Tensor, labels: Tensor) -> Tensor:
