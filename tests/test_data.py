@@ -472,3 +472,40 @@ def test_torchvision_source_carves_val_from_train_and_keeps_test(fake_torchvisio
     assert labels_from_colour(test_images, NormalizationStats((0.5,) * 3, (0.25,) * 3)).tolist() == (
         test_labels.tolist()
     )
+
+
+# --- multi-view ------------------------------------------------------------------------------------
+
+
+def test_two_views_are_independent_augmentations_of_the_same_image() -> None:
+    dm = ImageDataModule("digits", image_size=16, batch_size=32, num_views=2, seed=0)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (32, 2, 3, 16, 16) and labels.shape == (32,)
+    # Each view is a shift of at most 1 px of the one clean image: compare with the eval transform.
+    train = dm.split_dataset("train")
+    clean = dm.transform_for("val")(train.base[int(train.indices[0])][0])
+    views = train[0][0]
+    assert views.shape == (2, 3, 16, 16)
+    background = clean.min()
+    for view in views:
+        shifts = [
+            torch.roll(
+                torch.nn.functional.pad(clean, (1, 1, 1, 1), value=float(background)), (dy, dx), (1, 2)
+            )
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ]
+        assert any(torch.allclose(view, s[:, 1:-1, 1:-1]) for s in shifts)
+    # Over a batch, the two views differ for most images (independent random shifts).
+    differ = (images[:, 0] - images[:, 1]).flatten(1).abs().amax(dim=1) > 0
+    assert differ.float().mean() > 0.5
+    # Evaluation stays single-view.
+    val_images, _ = next(iter(dm.val_dataloader()))
+    assert val_images.shape[1:] == (3, 16, 16)
+
+
+def test_multiple_views_need_augmentation() -> None:
+    with pytest.raises(ConfigError, match="num_views=2 needs data.augment: true"):
+        ImageDataModule("digits", num_views=2, augment=False)
+    with pytest.raises(ConfigError, match="num_views must be >= 1"):
+        ImageDataModule("digits", num_views=0)

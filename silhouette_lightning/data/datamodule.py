@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from silhouette_lightning.data.image_split import ImageSplit, Transform, check_targets_in_range
+from silhouette_lightning.data.multiview import MultiViewTransform
 from silhouette_lightning.data.registry import create_source
 from silhouette_lightning.data.source import SourceConfig
 from silhouette_lightning.data.splits import SPLITS, Split, check_fractions
@@ -28,7 +29,8 @@ class ImageDataModule(LightningDataModule):
     """Image classification data from a registry of named data sets.
 
     Every batch is ``(images, labels)``: float32 [B, 3, H, W] (normalised with the data set's
-    statistics; grayscale repeated to 3 channels) and int64 [B] in [0, num_classes).
+    statistics; grayscale repeated to 3 channels; [B, V, 3, H, W] for training with ``num_views > 1``)
+    and int64 [B] in [0, num_classes).
     ``num_classes`` and ``class_names`` are known right after construction (LightningCLI links
     ``data.num_classes`` to the model before ``setup`` runs); images are read in ``setup``.
 
@@ -47,6 +49,8 @@ class ImageDataModule(LightningDataModule):
             split stays fixed across runs with different training seeds.
         augment: apply the data set's training augmentation (light crops/shifts; flips only where
             mirrored images keep their class).
+        num_views: augmented views per training image (2 for SupCon); training batches are then
+            ``[B, V, 3, H, W]``. Validation, test and predict always use one un-augmented view.
         download: let torchvision data sets download into ``root``; nothing downloads otherwise.
         drop_last: drop the last incomplete training batch (kept when the training split is smaller
             than one batch), so no step sees a tiny batch that batch-level losses cannot use.
@@ -67,6 +71,7 @@ class ImageDataModule(LightningDataModule):
         test_fraction: float = 0.15,
         seed: int = 0,
         augment: bool = True,
+        num_views: int = 1,
         download: bool = False,
         drop_last: bool = True,
         pin_memory: bool | None = None,
@@ -80,10 +85,18 @@ class ImageDataModule(LightningDataModule):
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}.")
         if image_size is not None and image_size < 1:
             raise ConfigError(f"data.image_size must be >= 1 (or null: natural size), got {image_size}.")
+        if num_views < 1:
+            raise ConfigError(f"data.num_views must be >= 1, got {num_views}.")
+        if num_views > 1 and not augment:
+            raise ConfigError(
+                f"data.num_views={num_views} needs data.augment: true; without augmentation the views "
+                "would be identical copies."
+            )
         check_fractions(val_fraction, test_fraction)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.augment = augment
+        self.num_views = num_views
         self.drop_last = drop_last
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers
@@ -131,9 +144,11 @@ class ImageDataModule(LightningDataModule):
         return self._splits[split]
 
     def transform_for(self, split: Split) -> Transform:
-        """Training augmentation for the train split (if ``augment``), deterministic otherwise."""
+        """Training augmentation (``num_views`` views) for the train split if ``augment``, else the
+        deterministic evaluation transform."""
         if split == "train" and self.augment:
-            return self.source.train_transform()
+            transform = self.source.train_transform()
+            return transform if self.num_views == 1 else MultiViewTransform(transform, self.num_views)
         return self.source.eval_transform()
 
     def train_dataloader(self) -> DataLoader:
