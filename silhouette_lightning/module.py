@@ -36,6 +36,10 @@ class EmbeddingModule(LightningModule):
         head_layers: linear layers in the head (1 = a linear projection).
         optimizer: a callable ``params -> Optimizer`` (``class_path``/``init_args`` in configs).
         lr_scheduler: optional callable ``optimizer -> LRScheduler``, stepped every epoch.
+        online_linear_eval: train the classifier on *detached* backbone features with its own
+            cross-entropy (logged as ``<stage>/loss/linear_eval``, added to the backward pass but not to
+            ``<stage>/loss``). A pure metric-learning run (SupCon, Silhouette) then still reports
+            ``acc`` without the classifier shaping the representation. No loss term may read the logits.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class EmbeddingModule(LightningModule):
         head_layers: int = 2,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
+        online_linear_eval: bool = False,
     ) -> None:
         super().__init__()
         given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
@@ -57,11 +62,18 @@ class EmbeddingModule(LightningModule):
         losses = [CrossEntropyTerm()] if losses is None else list(losses)
         if not losses:
             raise ConfigError("model.losses is empty: give at least one loss term.")
+        if online_linear_eval and any(term.input == "logits" for term in losses):
+            raise ConfigError(
+                "model.online_linear_eval trains the classifier on detached features, so a loss term on the "
+                "logits would not shape the representation: remove the logits term (e.g. CrossEntropyTerm) "
+                "or set online_linear_eval: false."
+            )
         names = [term.name for term in losses]
         if len(set(names)) != len(names):
             raise ConfigError(f"Loss term names must be unique (they are logged by name), got {names}.")
 
         self.num_classes = num_classes
+        self.online_linear_eval = online_linear_eval
         self.backbone = backbone
         self.head = ProjectionHead(backbone.num_features, embedding_dim, head_hidden_dim, head_layers)
         self.classifier = nn.Linear(backbone.num_features, num_classes)
@@ -88,7 +100,7 @@ class EmbeddingModule(LightningModule):
         batch, views = images.shape[:2]
         features = self.backbone(images.flatten(0, 1))
         embeddings = self.head(features)
-        logits = self.classifier(features)
+        logits = self.classifier(features.detach() if self.online_linear_eval else features)
         return ModelOutputs(
             features=features.unflatten(0, (batch, views)),
             embeddings=embeddings.unflatten(0, (batch, views)),
@@ -127,6 +139,15 @@ class EmbeddingModule(LightningModule):
             total = total + term.weight * value
             self.log(f"{stage}/loss/{term.name}", value, on_step=False, on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        if self.online_linear_eval:
+            # Only the classifier learns from this (its input is detached): it measures, not shapes.
+            linear_eval = nn.functional.cross_entropy(
+                outputs.logits.flatten(0, 1), labels.repeat_interleave(outputs.num_views)
+            )
+            self.log(
+                f"{stage}/loss/linear_eval", linear_eval, on_step=False, on_epoch=True, batch_size=len(labels)
+            )
+            total = total + linear_eval
         # Accuracy of the first view only, so that it means the same with and without multi-view data.
         accuracy(outputs.logits[:, 0].detach(), labels)
         self.log(

@@ -88,3 +88,28 @@ def test_optimizer_and_scheduler_are_injected():
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
     assert config["lr_scheduler"]["interval"] == "epoch"
     assert isinstance(_module().configure_optimizers(), torch.optim.AdamW)
+
+
+def test_online_linear_eval_trains_only_the_classifier_on_detached_features():
+    module = _module(losses=[SoftSilhouetteTerm()], online_linear_eval=True).eval()
+    images, labels = _batch()
+    total = module.training_step((images, labels), batch_idx=1)
+    with torch.no_grad():
+        out = module.encode(images)
+        expected = SoftSilhouetteLoss()(out.embeddings[:, 0], labels) + torch.nn.functional.cross_entropy(
+            out.logits[:, 0], labels
+        )
+    assert torch.allclose(total, expected, atol=1e-6)
+    total.backward()
+    # The classifier learns; the backbone's gradient comes from the silhouette alone.
+    assert module.classifier.weight.grad.abs().sum() > 0
+    backbone_grad = [p.grad.clone() for p in module.backbone.parameters()]
+    module.zero_grad()
+    SoftSilhouetteLoss()(module.encode(images).embeddings[:, 0], labels).backward()
+    for with_eval, without in zip(backbone_grad, [p.grad for p in module.backbone.parameters()], strict=True):
+        assert torch.allclose(with_eval, without, atol=1e-6)
+
+
+def test_online_linear_eval_rejects_a_term_on_the_logits():
+    with pytest.raises(ConfigError, match="online_linear_eval"):
+        _module(online_linear_eval=True)  # the default terms include CrossEntropyTerm
