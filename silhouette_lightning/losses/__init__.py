@@ -7,11 +7,15 @@ from silhouette_lightning.losses.soft_silhouette import (
     silhouette_samples,
     silhouette_terms,
 )
+from silhouette_lightning.losses.supcon import SupConLoss, SupConTerms, supcon_per_anchor
 
 __all__ = [
     "SilhouetteTerms",
     "SoftSilhouetteLoss",
+    "SupConLoss",
+    "SupConTerms",
     "pairwise_distances",
     "silhouette_samples",
     "silhouette_terms",
+    "supcon_per_anchor",
 ]

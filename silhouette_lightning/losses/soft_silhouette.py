@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels, check_temperature
+from silhouette_lightning.losses.class_distance_sums import class_distance_sums
 from silhouette_lightning.losses.distances import DISTANCES, Distance, as_compute_dtype, pairwise_distances
 from silhouette_lightning.losses.soft_min import SOFT_MINS, SoftMin, masked_soft_min
 
@@ -112,10 +113,10 @@ def silhouette_terms(
         own_class = anchor_class.unsqueeze(1)
 
         if variant == "pairwise":
-            dist = pairwise_distances(x, ref, distance, self_index)  # [N, M]
-            # Sum of distances from anchor i to the references of class c: [N, C]. (index_add is a
-            # scatter, O(N*M); a product with a one-hot [M, C] matrix would cost O(N*M*C).)
-            sums = dist.new_zeros(x.shape[0], num_classes).index_add(1, ref_class, dist)
+            if distance == "cosine":
+                x, ref = nn.functional.normalize(x, dim=1), nn.functional.normalize(ref, dim=1)
+            # Sum of distances from anchor i to the references of class c: [N, C], one fused O(N*M) step.
+            sums = class_distance_sums(x, ref, ref_class, num_classes, distance, self_index)
             delta = sums / class_counts.clamp_min(1).to(x.dtype)  # correct for every class but the own
             a = sums.gather(1, own_class).squeeze(1) / own_members.clamp_min(1).to(x.dtype)
         else:
