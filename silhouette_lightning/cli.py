@@ -95,19 +95,25 @@ def _has(callbacks: list, kind: type) -> bool:
     return any(isinstance(callback, kind) for callback in callbacks)
 
 
+def run_cli(args: list[str] | None = None, run: bool = True) -> SilhouetteCLI:
+    """Build (and with ``run``, execute) the CLI; returns it, so tests and scripts can reach the trainer."""
+    return SilhouetteCLI(
+        EmbeddingModule,
+        ImageDataModule,
+        trainer_defaults=_TRAINER_DEFAULTS,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``silhouette-fit`` and ``python -m silhouette_lightning``; ``args`` for in-process use.
 
     Returns None: console scripts pass the return value to ``sys.exit``.
     """
     try:
-        SilhouetteCLI(
-            EmbeddingModule,
-            ImageDataModule,
-            trainer_defaults=_TRAINER_DEFAULTS,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        run_cli(args)
     except Exception as error:
         user_error = _find_config_error(error)
         if user_error is None:

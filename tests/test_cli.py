@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from silhouette_lightning.cli import main
+from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.module import EmbeddingModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,14 +81,7 @@ def test_fit_writes_config_metrics_and_checkpoints_then_tests_best(tmp_path):
 
 
 def test_predict_returns_embeddings_of_the_test_split():
-    from silhouette_lightning.cli import SilhouetteCLI
-
-    cli = SilhouetteCLI(
-        EmbeddingModule,
-        __import__("silhouette_lightning.data", fromlist=["ImageDataModule"]).ImageDataModule,
-        args=["--config", QUICKSTART, *TINY[2:], "--trainer.logger", "false"],
-        run=False,
-    )
+    cli = run_cli(["--config", QUICKSTART, *TINY[2:], "--trainer.logger", "false"], run=False)
     predictions = cli.trainer.predict(cli.model, datamodule=cli.datamodule)
     embeddings = torch.cat([p["embeddings"] for p in predictions])
     labels = torch.cat([p["labels"] for p in predictions])

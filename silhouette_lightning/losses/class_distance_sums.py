@@ -2,16 +2,21 @@
 
 ``sums[i, c] = sum of d(x_i, r_j) over references j of class c`` (self pairs excluded) is the pairwise
 silhouette's only O(N*M) step. Left to autograd, the distance chain (product, clamp, mask, safe sqrt,
-scatter) keeps several ``[N, M]`` tensors alive and makes as many passes over them again backwards.
-This Function saves one ``[N, M]`` matrix (the distances) and computes the gradient in closed form:
+scatter) keeps several ``[N, M]`` tensors alive and passes over each of them again backwards. Here the
+forward allocates one ``[N, M]`` buffer, the distances, and the backward turns that same buffer into the
+weights of the closed-form gradient in place:
 
     dL/dd_ij = G[i, y_j]                       (G = dL/dsums, [N, C])
     euclidean:   W_ij = G[i, y_j] / d_ij       (0 where d_ij = 0: the subgradient at coincident points)
     sqeuclidean: W_ij = 2 G[i, y_j]
     dL/dx_i = x_i * sum_j W_ij - (W @ r)_i,    dL/dr_j = r_j * sum_i W_ij - (W^T @ x)_j
-    cosine (on L2-normalised inputs, d = 1 - x.r):  dL/dx = -G[:, y] @ r,  dL/dr = -G[:, y]^T @ x
+    cosine (on L2-normalised inputs, d = 1 - x.r):  dL/dx = -W @ r,  dL/dr = -W^T @ x  with W = G[:, y]
 
-The closed form is checked against autograd with ``torch.autograd.gradcheck`` in the tests.
+On the CPU a fresh ``[N, M]`` buffer costs its page faults, often more than the arithmetic on it, hence
+the in-place style (a second backward through the same graph recomputes the distances; a double
+backward, ``create_graph=True``, is not supported and says so). The references are sorted by class
+first, so ``G[i, y_j]`` is a broadcast over a contiguous block of columns per class and never needs an
+``[N, M]`` gather. The closed form is checked against autograd with ``gradcheck`` in the tests.
 """
 
 from __future__ import annotations
@@ -23,47 +28,77 @@ from torch import Tensor
 
 from silhouette_lightning.losses.distances import Distance
 
-# Squared distances at or below this are coincident points (see distances.safe_sqrt).
-_COINCIDENT = 1e-20
+
+def _distances(x: Tensor, ref: Tensor, distance: str, self_index: Tensor | None) -> Tensor:
+    """``[N, M]`` distances in one fresh buffer, self pairs 0."""
+    if distance == "cosine":  # inputs are unit vectors here; 1 - x.r, clamped against rounding
+        dist = torch.mm(x, ref.T).neg_().add_(1.0).clamp_(0.0, 2.0)
+    else:
+        # |x|^2 + |r|^2 - 2 x.r as ONE product of augmented matrices [-2x, |x|^2, 1] @ [r, 1, |r|^2]^T:
+        # no broadcast [N, M] temporary for the norms.
+        x_aug = torch.cat([x * -2.0, (x * x).sum(dim=1, keepdim=True), x.new_ones(x.shape[0], 1)], 1)
+        ref_aug = torch.cat([ref, ref.new_ones(ref.shape[0], 1), (ref * ref).sum(dim=1, keepdim=True)], 1)
+        dist = torch.mm(x_aug, ref_aug.T).clamp_min_(0.0)  # rounding can make it slightly negative
+    if self_index is not None:
+        dist[torch.arange(x.shape[0], device=x.device), self_index] = 0.0
+    if distance == "euclidean":
+        dist.sqrt_()
+    return dist
 
 
-class _ClassDistanceSums(torch.autograd.Function):
+class _SortedClassDistanceSums(torch.autograd.Function):
+    """References sorted by class; ``bounds[c]:bounds[c+1]`` are the columns of class ``c``."""
+
     @staticmethod
     def forward(
         ctx: Any,
         x: Tensor,
         ref: Tensor,
         ref_class: Tensor,
-        num_classes: int,
+        bounds: list[int],
         distance: str,
         self_index: Tensor | None,
     ) -> Tensor:
-        if distance == "cosine":  # inputs are unit vectors here; 1 - x.r, clamped against rounding
-            dist = torch.mm(x, ref.T).neg_().add_(1.0).clamp_(0.0, 2.0)
-        else:
-            x_sq = (x * x).sum(dim=1, keepdim=True)
-            dist = torch.addmm(x_sq + (ref * ref).sum(dim=1), x, ref.T, alpha=-2.0).clamp_min_(0.0)
-        if self_index is not None:
-            dist[torch.arange(x.shape[0], device=x.device), self_index] = 0.0
-        if distance == "euclidean":
-            dist.masked_fill_(dist <= _COINCIDENT, 0.0).sqrt_()
-        ctx.save_for_backward(x, ref, ref_class, dist, self_index)
+        dist = _distances(x, ref, distance, self_index)
+        sums = dist.new_zeros(x.shape[0], len(bounds) - 1).index_add_(1, ref_class, dist)
+        ctx.save_for_backward(x, ref, self_index)
+        # Kept as an attribute, not a saved tensor: backward overwrites it in place on purpose, which
+        # autograd's version check would refuse; no one else holds a reference to it.
+        ctx.buffer = dist
+        ctx.bounds = bounds
         ctx.distance = distance
-        return dist.new_zeros(x.shape[0], num_classes).index_add_(1, ref_class, dist)
+        return sums
 
     @staticmethod
     def backward(ctx: Any, grad_sums: Tensor) -> tuple[Tensor | None, ...]:
-        x, ref, ref_class, dist, self_index = ctx.saved_tensors
-        weights = grad_sums.index_select(1, ref_class)  # [N, M]: dL/dd_ij
+        if torch.is_grad_enabled():  # create_graph=True: this closed form is not itself differentiable
+            raise RuntimeError(
+                "The Soft Silhouette's pairwise distance sums do not support double backward "
+                "(create_graph=True, e.g. gradient penalties). Use variant='centroid', or compute the "
+                "penalty on another loss."
+            )
+        x, ref, self_index = ctx.saved_tensors
+        weights = ctx.buffer  # the distances, turned into the gradient weights below
+        # A second backward through the same graph (retain_graph=True) finds the buffer used: recompute.
+        ctx.buffer = None
+        if weights is None:
+            weights = _distances(x, ref, ctx.distance, self_index)
+        if ctx.distance == "euclidean":
+            # 1/d is inf exactly where d_ij = 0 (coincident points, self pairs): subgradient 0 there.
+            weights.reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 2.0 if ctx.distance == "sqeuclidean" else 1.0
+        bounds = ctx.bounds
+        for c in range(len(bounds) - 1):
+            block = weights[:, bounds[c] : bounds[c + 1]]
+            g = grad_sums[:, c : c + 1] * scale
+            if ctx.distance == "euclidean":
+                block.mul_(g)
+            else:
+                block.copy_(g.expand_as(block))
         if self_index is not None:
             weights[torch.arange(x.shape[0], device=x.device), self_index] = 0.0
         if ctx.distance == "cosine":
-            return -weights @ ref, -weights.T @ x, None, None, None, None
-        if ctx.distance == "euclidean":
-            # d_ij = 0 only for coincident points (and self pairs): their subgradient is 0.
-            weights.div_(dist.clamp_min(1e-30)).masked_fill_(dist == 0, 0.0)
-        else:
-            weights.mul_(2.0)
+            return -(weights @ ref), -(weights.T @ x), None, None, None, None
         grad_x = x * weights.sum(dim=1, keepdim=True) - weights @ ref
         grad_ref = ref * weights.sum(dim=0).unsqueeze(1) - weights.T @ x
         return grad_x, grad_ref, None, None, None, None
@@ -83,4 +118,12 @@ def class_distance_sums(
     For ``distance="cosine"`` the inputs must already be L2-normalised (the caller normalises, so that
     autograd handles the normalisation's own gradient).
     """
-    return _ClassDistanceSums.apply(x, ref, ref_class, num_classes, distance, self_index)
+    order = torch.argsort(ref_class, stable=True)
+    counts = torch.bincount(ref_class, minlength=num_classes)
+    bounds = [0, *torch.cumsum(counts, 0).tolist()]
+    if self_index is not None:
+        position = torch.empty_like(order)
+        position[order] = torch.arange(order.shape[0], device=order.device)
+        self_index = position[self_index]
+    sorted_class = ref_class[order]
+    return _SortedClassDistanceSums.apply(x, ref[order], sorted_class, bounds, distance, self_index)

@@ -1,0 +1,55 @@
+"""Every shipped config parses, composes and trains a step (fast_dev_run) on digits."""
+
+from pathlib import Path
+
+import pytest
+
+from silhouette_lightning.cli import main, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = str(REPO / "configs" / "data" / "digits.yaml")
+METHODS = sorted((REPO / "configs" / "method").glob("*.yaml"))
+FAST = ["--trainer.fast_dev_run", "2", "--trainer.enable_progress_bar", "false", "--data.batch_size", "32"]
+
+EXPECTED_METHODS = {
+    "ce",
+    "ce_silhouette",
+    "silhouette",
+    "supcon",
+    "supcon_silhouette",
+    "hybrid",
+    "triplet",
+    "corel_cosine",
+    "corel_gaussian",
+}
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def test_all_method_configs_are_shipped():
+    assert {path.stem for path in METHODS} >= EXPECTED_METHODS
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda path: path.stem)
+def test_method_config_trains_on_digits(method):
+    cli = run_cli(["fit", "--config", DIGITS, "--config", str(method), *FAST])
+    logged = cli.trainer.callback_metrics
+    for term in cli.model.losses:
+        value = logged[f"train/loss/{term.name}"]
+        assert value.isfinite() and value > 0, (term.name, value)
+    assert "val/acc" in logged
+    if cli.model.online_linear_eval:
+        assert "train/loss/linear_eval" in logged
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda path: path.stem)
+def test_method_config_sets_the_run_name_and_terms(method, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", DIGITS, "--config", str(method), "--print_config"])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert f"name: {method.stem}" in printed and "save_dir: runs/digits" in printed
+    assert printed.count("class_path: silhouette_lightning.terms.") >= 1
