@@ -97,7 +97,7 @@ def _sync(device: str) -> None:
 
 
 def time_case(case: Case, n: int, dim: int, num_classes: int, device: str, budget_s: float) -> float:
-    """Median seconds of one forward + backward, after one warm-up run."""
+    """Median seconds of one forward + backward: at least 3 runs after a warm-up, more within the budget."""
     x, y = _inputs(case, n, dim, num_classes, device)
     loss = case.build(num_classes, dim)
 
@@ -110,7 +110,7 @@ def time_case(case: Case, n: int, dim: int, num_classes: int, device: str, budge
         return time.perf_counter() - start
 
     step()
-    times = [step()]
+    times = [step() for _ in range(3)]
     while sum(times) < budget_s and len(times) < 20:
         times.append(step())
     return statistics.median(times)
