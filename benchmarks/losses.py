@@ -3,6 +3,7 @@
     python benchmarks/losses.py                         # CPU (and CUDA when present), N in 256..16384
     python benchmarks/losses.py --device cuda --sizes 4096 16384
     python benchmarks/losses.py --scale                 # also: a centroid step at N=65,536, C=1,000
+    python benchmarks/losses.py --autocast              # also: bf16 (and fp16 on CUDA) autocast vs float32
 
 Every case gets embeddings ``[N, D]`` (``[N, 2, D]`` for the two-view rows, i.e. 2N samples) with
 ``requires_grad`` and labels from ``C`` classes, and times ``loss(x, y).backward()``: the median of
@@ -214,6 +215,43 @@ def run_scale(device: str) -> None:
     )
 
 
+def run_autocast_check(device: str, n: int = 2048, dim: int = 128, num_classes: int = 100) -> None:
+    """Our losses under fp16/bf16 autocast (embeddings from a Linear layer) against float32."""
+    print(f"\nMixed precision on {device}: N = {n}, embeddings from a Linear layer computed under autocast\n")
+    print(
+        "| loss | autocast dtype | loss (float32) | |Δ loss| | gradient finite | max |Δ grad| / max |grad| |"
+    )
+    print("|---|---|---:|---:|---|---:|")
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.randn(n, dim, generator=g).to(device)
+    labels = torch.randint(0, num_classes, (n,), generator=g).to(device)
+    layer = torch.nn.Linear(dim, dim).to(device)
+    losses = {
+        "Soft Silhouette (pairwise)": SoftSilhouetteLoss(),
+        "Soft Silhouette (centroid)": SoftSilhouetteLoss(variant="centroid"),
+        "SupCon (ours)": SupConLoss(temperature=0.1),
+    }
+    dtypes = [torch.bfloat16] + ([torch.float16] if device == "cuda" else [])
+    for name, loss in losses.items():
+        results = {}
+        for dtype in [None, *dtypes]:
+            layer.zero_grad()
+            with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+                value = loss(layer(inputs), labels)
+            value.backward()
+            results[dtype] = (value.item(), layer.weight.grad.clone())
+        reference, reference_grad = results[None]
+        for dtype in dtypes:
+            value, grad = results[dtype]
+            finite = bool(torch.isfinite(grad).all())
+            rel = ((grad - reference_grad).abs().max() / reference_grad.abs().max()).item()
+            dtype_name = str(dtype).removeprefix("torch.")
+            print(
+                f"| {name} | {dtype_name} | {reference:.5f} | {abs(value - reference):.2e} "
+                f"| {'yes' if finite else 'NO'} | {rel:.2e} |"
+            )
+
+
 def _device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
@@ -244,6 +282,9 @@ def main() -> None:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--scale", action="store_true", help="also run the N=65,536, C=1,000 centroid step")
+    parser.add_argument(
+        "--autocast", action="store_true", help="also compare bf16/fp16 autocast with float32"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -259,6 +300,8 @@ def main() -> None:
         print_targets(run_table(args, device))
         if args.scale:
             run_scale(device)
+        if args.autocast:
+            run_autocast_check(device)
 
 
 if __name__ == "__main__":

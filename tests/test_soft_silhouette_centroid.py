@@ -116,3 +116,21 @@ def test_memory_shape_of_both_variants(distance):
         # pairwise: O(N^2), never N*N*D; centroid: nothing quadratic in N at all.
         assert probe.largest <= bound, (variant, probe.largest)
     assert n * n > n * d + n * c  # the centroid bound really excludes an N x N matrix
+
+
+def test_chunked_centroid_equals_one_chunk_in_value_and_gradient(monkeypatch):
+    import silhouette_lightning.losses.soft_silhouette as module
+
+    x, y = _batch(seed=7)
+    loss = SoftSilhouetteLoss(variant="centroid", reduction="none")
+    whole = x.clone().requires_grad_(True)
+    expected = loss(whole, y)
+    expected.sum().backward()
+    monkeypatch.setattr(module, "_CENTROID_CHUNK_ELEMENTS", 8)  # 2 anchors per chunk with 4 classes
+    chunked = x.clone().requires_grad_(True)
+    got = loss(chunked, y)
+    got.sum().backward()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunked.grad, whole.grad, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # the no-grad path chunks without checkpointing
+        torch.testing.assert_close(loss(x, y), expected.detach(), rtol=1e-12, atol=1e-12)

@@ -21,10 +21,12 @@ Everything runs in at least float32, also under autocast.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels, check_temperature
 from silhouette_lightning.losses.class_distance_sums import class_distance_sums
@@ -35,6 +37,9 @@ Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 Variant = Literal["pairwise", "centroid"]
 VARIANTS: tuple[str, ...] = ("pairwise", "centroid")
+
+# The centroid variant processes anchors in chunks of about this many [chunk, C] entries (16 MB in float32).
+_CENTROID_CHUNK_ELEMENTS = 2**22
 
 # Guards 0/0 in s_i when a_i = b_i = 0 (all points identical): s_i is then 0, the "undecided" value.
 _RATIO_EPS = 1e-12
@@ -101,7 +106,7 @@ def silhouette_terms(
     # distance overflows and cancels in half precision.
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         x = as_compute_dtype(embeddings)
-        # Keep "the anchors are the references" visible as one tensor: the fused sums exploit it.
+        # Without references the anchors are the references: one tensor (normalised once for cosine).
         ref = x if ref_embeddings is embeddings else as_compute_dtype(ref_embeddings).to(x.dtype)
 
         # Compact the labels to 0..C-1 over the classes present, so sparse label values cost nothing.
@@ -111,7 +116,6 @@ def silhouette_terms(
         class_counts = torch.bincount(ref_class, minlength=num_classes)  # [C]
         # Members of the anchor's own class among the references, the anchor itself not counted.
         own_members = class_counts[anchor_class] - (0 if self_index is None else 1)  # [N]
-        own_class = anchor_class.unsqueeze(1)
 
         if variant == "pairwise":
             if distance == "cosine":
@@ -120,28 +124,58 @@ def silhouette_terms(
             # Sum of distances from anchor i to the references of class c: [N, C], one fused O(N*M) step.
             sums = class_distance_sums(x, ref, ref_class, num_classes, distance, self_index)
             delta = sums / class_counts.clamp_min(1).to(x.dtype)  # correct for every class but the own
-            a = sums.gather(1, own_class).squeeze(1) / own_members.clamp_min(1).to(x.dtype)
-        else:
-            # The simplified silhouette: distances to class centroids, O(N*C*D), no [N, M] matrix.
-            centroid_sums = ref.new_zeros(num_classes, ref.shape[1]).index_add(0, ref_class, ref)
-            centroids = centroid_sums / class_counts.clamp_min(1).to(x.dtype).unsqueeze(1)
-            delta = pairwise_distances(x, centroids, distance)  # [N, C]
-            a = delta.gather(1, own_class).squeeze(1)
+            a = sums.gather(1, anchor_class.unsqueeze(1)).squeeze(1) / own_members.clamp_min(1).to(x.dtype)
+            return _terms_from_class_distances(
+                delta, a, anchor_class, own_members, class_counts, soft_min, temperature
+            )
 
-        others = (class_counts > 0).unsqueeze(0) & (
-            torch.arange(num_classes, device=x.device).unsqueeze(0) != own_class
-        )  # [N, C]: classes that compete for b_i
-        b = masked_soft_min(delta, others, soft_min, temperature)
+        # The simplified silhouette: distances to class centroids, O(N*C*D), no [N, M] matrix.
+        centroid_sums = ref.new_zeros(num_classes, ref.shape[1]).index_add(0, ref_class, ref)
+        centroids = centroid_sums / class_counts.clamp_min(1).to(x.dtype).unsqueeze(1)
 
-        valid = (own_members > 0) & others.any(dim=1)
-        s = (b - a) / torch.maximum(a, b).clamp_min(_RATIO_EPS)
-        zero = torch.zeros_like(s)
-        return SilhouetteTerms(
-            s=torch.where(valid, s, zero),
-            a=torch.where(valid, a, zero),
-            b=torch.where(valid, b, zero),
-            valid=valid,
-        )
+        def centroid_terms(rows: slice) -> SilhouetteTerms:
+            delta = pairwise_distances(x[rows], centroids, distance)  # [n, C]
+            a = delta.gather(1, anchor_class[rows].unsqueeze(1)).squeeze(1)
+            return _terms_from_class_distances(
+                delta, a, anchor_class[rows], own_members[rows], class_counts, soft_min, temperature
+            )
+
+        # Anchors are independent given the centroids: for very large batches, process them in chunks
+        # and recompute each chunk's [n, C] temporaries in backward, so memory stays O(chunk * C).
+        chunk = max(1, _CENTROID_CHUNK_ELEMENTS // num_classes)
+        if x.shape[0] <= chunk:
+            return centroid_terms(slice(None))
+        run = centroid_terms
+        if torch.is_grad_enabled():
+            run = partial(checkpoint, centroid_terms, use_reentrant=False)
+        parts = [run(slice(start, start + chunk)) for start in range(0, x.shape[0], chunk)]
+        return SilhouetteTerms(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+
+def _terms_from_class_distances(
+    delta: Tensor,
+    a: Tensor,
+    anchor_class: Tensor,
+    own_members: Tensor,
+    class_counts: Tensor,
+    soft_min: SoftMin,
+    temperature: float,
+) -> SilhouetteTerms:
+    """``s``, ``a``, ``b``, ``valid`` from the anchor-to-class distances ``delta`` ``[n, C]`` and ``a``."""
+    num_classes = class_counts.shape[0]
+    others = (class_counts > 0).unsqueeze(0) & (
+        torch.arange(num_classes, device=delta.device).unsqueeze(0) != anchor_class.unsqueeze(1)
+    )  # [n, C]: classes that compete for b_i
+    b = masked_soft_min(delta, others, soft_min, temperature)
+    valid = (own_members > 0) & others.any(dim=1)
+    s = (b - a) / torch.maximum(a, b).clamp_min(_RATIO_EPS)
+    zero = torch.zeros_like(s)
+    return SilhouetteTerms(
+        s=torch.where(valid, s, zero),
+        a=torch.where(valid, a, zero),
+        b=torch.where(valid, b, zero),
+        valid=valid,
+    )
 
 
 def silhouette_samples(
