@@ -28,7 +28,8 @@ def _reference(x, ref, ref_class, num_classes, distance, self_index):
 
 @pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
 @pytest.mark.parametrize("layout", ["shared", "separate", "offset"])
-def test_values_and_gradients_match_autograd_loops(distance, layout):
+@pytest.mark.parametrize("sorted_blocks", [True, False], ids=["cpu-blocks", "scatter-gather"])
+def test_values_and_gradients_match_autograd_loops(distance, layout, sorted_blocks):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 3, dtype=F64, generator=g)
     unit = torch.nn.functional.normalize if distance == "cosine" else (lambda t, dim: t)
@@ -49,7 +50,7 @@ def test_values_and_gradients_match_autograd_loops(distance, layout):
     leaves = [x] if layout == "shared" else [x, ref]
     weights = torch.randn(7, 3, dtype=F64, generator=g)  # a generic upstream gradient
 
-    ours = class_distance_sums(x, ref, ref_class, 3, distance, self_index)
+    ours = class_distance_sums(x, ref, ref_class, 3, distance, self_index, sorted_blocks=sorted_blocks)
     expected = _reference(x, ref, ref_class, 3, distance, self_index)
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
     grads = torch.autograd.grad((ours * weights).sum(), leaves)
@@ -58,9 +59,11 @@ def test_values_and_gradients_match_autograd_loops(distance, layout):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-def test_backward_twice_through_a_retained_graph_gives_the_same_gradient():
+@pytest.mark.parametrize("sorted_blocks", [True, False])
+def test_backward_twice_through_a_retained_graph_gives_the_same_gradient(sorted_blocks):
     x = torch.randn(6, 4, dtype=F64, requires_grad=True)
-    sums = class_distance_sums(x, x, torch.tensor([0, 0, 1, 1, 2, 2]), 3, "euclidean", torch.arange(6))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    sums = class_distance_sums(x, x, labels, 3, "euclidean", torch.arange(6), sorted_blocks=sorted_blocks)
     first = torch.autograd.grad(sums.sum(), x, retain_graph=True)[0]
     second = torch.autograd.grad(sums.sum(), x)[0]
     torch.testing.assert_close(first, second)

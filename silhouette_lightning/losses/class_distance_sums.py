@@ -14,9 +14,11 @@ weights of the closed-form gradient in place:
 
 On the CPU a fresh ``[N, M]`` buffer costs its page faults, often more than the arithmetic on it, hence
 the in-place style (a second backward through the same graph recomputes the distances; a double
-backward, ``create_graph=True``, is not supported and says so). The references are sorted by class
-first, so ``G[i, y_j]`` is a broadcast over a contiguous block of columns per class and never needs an
-``[N, M]`` gather. The closed form is checked against autograd with ``gradcheck`` in the tests.
+backward, ``create_graph=True``, is not supported and says so). On the CPU the references are sorted
+by class first, so ``G[i, y_j]`` is a broadcast over a contiguous block of columns per class and never
+needs an ``[N, M]`` gather; accelerators (caching allocators, costly host synchronisation and kernel
+launches) use one scatter and one gather instead. The closed form is checked against autograd with
+``gradcheck`` in the tests.
 """
 
 from __future__ import annotations
@@ -47,22 +49,27 @@ def _distances(x: Tensor, ref: Tensor, distance: str, self_index: Tensor | None)
     return dist
 
 
-class _SortedClassDistanceSums(torch.autograd.Function):
-    """References sorted by class; ``bounds[c]:bounds[c+1]`` are the columns of class ``c``."""
+class _ClassDistanceSums(torch.autograd.Function):
+    """Column ``j`` of the distances belongs to class ``ref_class[j]``. With ``bounds`` (the CPU path)
+    the references are sorted by class and ``bounds[c]:bounds[c+1]`` are the columns of class ``c``."""
 
     @staticmethod
     def forward(
         ctx: Any,
         x: Tensor,
         ref: Tensor,
-        bounds: list[int],
+        ref_class: Tensor,
+        num_classes: int,
+        bounds: list[int] | None,
         distance: str,
         self_index: Tensor | None,
     ) -> Tensor:
         dist = _distances(x, ref, distance, self_index)
-        # Column blocks of the sorted classes: a plain row sum each (faster than a scatter over [N, M]).
-        sums = torch.stack([dist[:, start:end].sum(dim=1) for start, end in pairwise(bounds)], dim=1)
-        ctx.save_for_backward(x, ref, self_index)
+        if bounds is None:
+            sums = dist.new_zeros(x.shape[0], num_classes).index_add_(1, ref_class, dist)
+        else:  # a plain row sum per class block: faster on the CPU than a scatter over [N, M]
+            sums = torch.stack([dist[:, start:end].sum(dim=1) for start, end in pairwise(bounds)], dim=1)
+        ctx.save_for_backward(x, ref, ref_class, self_index)
         # Kept as an attribute, not a saved tensor: backward overwrites it in place on purpose, which
         # autograd's version check would refuse; no one else holds a reference to it.
         ctx.buffer = dist
@@ -78,7 +85,7 @@ class _SortedClassDistanceSums(torch.autograd.Function):
                 "(create_graph=True, e.g. gradient penalties). Use variant='centroid', or compute the "
                 "penalty on another loss."
             )
-        x, ref, self_index = ctx.saved_tensors
+        x, ref, ref_class, self_index = ctx.saved_tensors
         weights = ctx.buffer  # the distances, turned into the gradient weights below
         # A second backward through the same graph (retain_graph=True) finds the buffer used: recompute.
         ctx.buffer = None
@@ -87,21 +94,24 @@ class _SortedClassDistanceSums(torch.autograd.Function):
         if ctx.distance == "euclidean":
             # 1/d is inf exactly where d_ij = 0 (coincident points, self pairs): subgradient 0 there.
             weights.reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-        scale = 2.0 if ctx.distance == "sqeuclidean" else 1.0
-        for c, (start, end) in enumerate(pairwise(ctx.bounds)):
-            block = weights[:, start:end]
-            g = grad_sums[:, c : c + 1] * scale
-            if ctx.distance == "euclidean":
-                block.mul_(g)
-            else:
-                block.copy_(g.expand_as(block))
+        if ctx.distance == "sqeuclidean":
+            grad_sums = grad_sums * 2.0
+        # weights[i, j] (*)= G[i, y_j]: in place per class block, or through one gather.
+        combine = Tensor.mul_ if ctx.distance == "euclidean" else Tensor.copy_
+        if ctx.bounds is None:
+            combine(weights, grad_sums.index_select(1, ref_class))
+        else:
+            for c, (start, end) in enumerate(pairwise(ctx.bounds)):
+                block = weights[:, start:end]
+                combine(block, grad_sums[:, c : c + 1].expand_as(block))
         if self_index is not None:
             weights[torch.arange(x.shape[0], device=x.device), self_index] = 0.0
+        none = (None,) * 5
         if ctx.distance == "cosine":
-            return -(weights @ ref), -(weights.T @ x), None, None, None
+            return -(weights @ ref), -(weights.T @ x), *none
         grad_x = x * weights.sum(dim=1, keepdim=True) - weights @ ref
         grad_ref = ref * weights.sum(dim=0).unsqueeze(1) - weights.T @ x
-        return grad_x, grad_ref, None, None, None
+        return grad_x, grad_ref, *none
 
 
 def class_distance_sums(
@@ -111,18 +121,25 @@ def class_distance_sums(
     num_classes: int,
     distance: Distance,
     self_index: Tensor | None = None,
+    sorted_blocks: bool | None = None,
 ) -> Tensor:
     """``[N, C]`` sums of distances from anchors ``x`` ``[N, D]`` to references ``ref`` ``[M, D]`` of each
     class (``ref_class`` ``[M]`` in ``0..C-1``), excluding the pairs ``(i, self_index[i])``.
 
     For ``distance="cosine"`` the inputs must already be L2-normalised (the caller normalises, so that
-    autograd handles the normalisation's own gradient).
+    autograd handles the normalisation's own gradient). ``sorted_blocks`` picks the strategy (default:
+    sorted class blocks on the CPU, scatter/gather elsewhere); both give the same result.
     """
+    if not (x.device.type == "cpu" if sorted_blocks is None else sorted_blocks):
+        # Accelerators: one scatter and one gather, no host synchronisation (their allocators cache
+        # buffers, so the extra [N, M] gather buffer costs no page faults).
+        return _ClassDistanceSums.apply(x, ref, ref_class, num_classes, None, distance, self_index)
     order = torch.argsort(ref_class, stable=True)
-    counts = torch.bincount(ref_class, minlength=num_classes)
-    bounds = [0, *torch.cumsum(counts, 0).tolist()]
+    bounds = [0, *torch.cumsum(torch.bincount(ref_class, minlength=num_classes), 0).tolist()]
     if self_index is not None:
         position = torch.empty_like(order)
         position[order] = torch.arange(order.shape[0], device=order.device)
         self_index = position[self_index]
-    return _SortedClassDistanceSums.apply(x, ref[order], bounds, distance, self_index)
+    return _ClassDistanceSums.apply(
+        x, ref[order], ref_class[order], num_classes, bounds, distance, self_index
+    )
