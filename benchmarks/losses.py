@@ -219,7 +219,8 @@ def run_autocast_check(device: str, n: int = 2048, dim: int = 128, num_classes: 
     """Our losses under fp16/bf16 autocast (embeddings from a Linear layer) against float32."""
     print(f"\nMixed precision on {device}: N = {n}, embeddings from a Linear layer computed under autocast\n")
     print(
-        "| loss | autocast dtype | loss (float32) | abs. Δ loss | gradient finite | max abs. Δ grad / max abs. grad |"
+        "| loss | autocast dtype | loss (float32) | abs. Δ loss | gradient finite "
+        "| max abs. Δ grad / max abs. grad |"
     )
     print("|---|---|---:|---:|---|---:|")
     g = torch.Generator().manual_seed(0)
