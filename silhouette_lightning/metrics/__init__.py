@@ -1,0 +1,20 @@
+"""torchmetrics ``Metric``s for evaluating embeddings (rank-safe, synced across processes)."""
+
+from silhouette_lightning.metrics.clustering import ClusteringMetrics, clustering_metrics, kmeans_assignments
+from silhouette_lightning.metrics.retrieval import RetrievalMetrics, retrieval_metrics
+from silhouette_lightning.metrics.silhouette_score import (
+    SilhouetteScore,
+    silhouette_samples_exact,
+    silhouette_score,
+)
+
+__all__ = [
+    "ClusteringMetrics",
+    "RetrievalMetrics",
+    "SilhouetteScore",
+    "clustering_metrics",
+    "kmeans_assignments",
+    "retrieval_metrics",
+    "silhouette_samples_exact",
+    "silhouette_score",
+]
