@@ -272,7 +272,7 @@ def test_bad_embeddings_raise_clear_errors():
     with pytest.raises(ValueError, match="integer tensor"):
         metric.update(x, y.float())
     metric.update(x, y)
-    with pytest.raises(ValueError, match="dimension 5, earlier batches 6"):
+    with pytest.raises(ValueError, match="dimension 5 cannot be added to earlier ones of dimension 6"):
         metric.update(x[:, :5], y)
     # Nothing bad was stored: the metric still gives the value of the one good batch.
     assert abs(metric.compute().item() - sk_score(x, y)) < TOL

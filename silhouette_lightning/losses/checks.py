@@ -40,3 +40,41 @@ def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, what: str = 
         )
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor (class indices), got {labels.dtype}.")
+
+
+def resolve_references(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_embeddings: Tensor | None,
+    ref_labels: Tensor | None,
+    self_index: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Checked ``(references, reference labels, self_index)`` for a batch-level loss.
+
+    Without references the anchors are their own references and ``self_index`` defaults to the diagonal
+    (each anchor is excluded from its own comparisons). Given references are other samples unless
+    ``self_index`` says where each anchor sits among them (the distributed case).
+    """
+    check_embeddings_and_labels(embeddings, labels)
+    if ref_embeddings is None:
+        if ref_labels is not None:
+            raise ValueError("ref_labels was given without ref_embeddings.")
+        ref_embeddings, ref_labels = embeddings, labels
+        if self_index is None:
+            self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
+    else:
+        if ref_labels is None:
+            raise ValueError("ref_embeddings needs ref_labels.")
+        check_embeddings_and_labels(ref_embeddings, ref_labels, what="ref_embeddings")
+        if ref_embeddings.shape[1] != embeddings.shape[1]:
+            raise ValueError(
+                f"ref_embeddings have dimension {ref_embeddings.shape[1]}, embeddings {embeddings.shape[1]}."
+            )
+    if self_index is not None and (
+        self_index.shape != labels.shape or self_index.is_floating_point() or self_index.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"self_index must be an integer tensor of shape [N] = [{labels.shape[0]}], "
+            f"got {self_index.dtype} {tuple(self_index.shape)}."
+        )
+    return ref_embeddings, ref_labels, self_index

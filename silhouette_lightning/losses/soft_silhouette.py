@@ -28,7 +28,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels, check_temperature
+from silhouette_lightning.losses.checks import (
+    check_choice,
+    check_embeddings_and_labels,
+    check_temperature,
+    resolve_references,
+)
 from silhouette_lightning.losses.class_distance_sums import class_distance_sums
 from silhouette_lightning.losses.distances import DISTANCES, Distance, as_compute_dtype, pairwise_distances
 from silhouette_lightning.losses.soft_min import SOFT_MINS, SoftMin, masked_soft_min
@@ -86,21 +91,9 @@ def silhouette_terms(
     check_choice("soft_min", soft_min, SOFT_MINS)
     check_choice("variant", variant, VARIANTS)
     check_temperature(temperature)
-    check_embeddings_and_labels(embeddings, labels)
-    if ref_embeddings is None:
-        if ref_labels is not None:
-            raise ValueError("ref_labels was given without ref_embeddings.")
-        ref_embeddings, ref_labels = embeddings, labels
-        if self_index is None:
-            self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
-    else:
-        if ref_labels is None:
-            raise ValueError("ref_embeddings needs ref_labels.")
-        check_embeddings_and_labels(ref_embeddings, ref_labels, what="ref_embeddings")
-        if ref_embeddings.shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"ref_embeddings have dimension {ref_embeddings.shape[1]}, embeddings {embeddings.shape[1]}."
-            )
+    ref_embeddings, ref_labels, self_index = resolve_references(
+        embeddings, labels, ref_embeddings, ref_labels, self_index
+    )
 
     # Distances and ratios in float32 (or float64) even under fp16/bf16 autocast: the expanded squared
     # distance overflows and cancels in half precision.

@@ -24,7 +24,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels, check_temperature
+from silhouette_lightning.losses.checks import (
+    check_choice,
+    check_embeddings_and_labels,
+    check_temperature,
+    resolve_references,
+)
 from silhouette_lightning.losses.distances import as_compute_dtype
 from silhouette_lightning.losses.soft_silhouette import REDUCTIONS, Reduction
 
@@ -66,26 +71,7 @@ def supcon_per_anchor(
             references are given, none otherwise.
     """
     check_temperature(temperature, allow_zero=False)
-    check_embeddings_and_labels(anchors, labels)
-    if refs is None:
-        if ref_labels is not None:
-            raise ValueError("ref_labels was given without ref_embeddings.")
-        refs, ref_labels = anchors, labels
-        if self_index is None:
-            self_index = torch.arange(anchors.shape[0], device=anchors.device)
-    else:
-        if ref_labels is None:
-            raise ValueError("ref_embeddings needs ref_labels.")
-        check_embeddings_and_labels(refs, ref_labels, what="ref_embeddings")
-        if refs.shape[1] != anchors.shape[1]:
-            raise ValueError(f"ref_embeddings have dimension {refs.shape[1]}, embeddings {anchors.shape[1]}.")
-    if self_index is not None and (
-        self_index.shape != labels.shape or self_index.is_floating_point() or self_index.dtype == torch.bool
-    ):
-        raise ValueError(
-            f"self_index must be an integer tensor of shape [N] = [{labels.shape[0]}], "
-            f"got {self_index.dtype} {tuple(self_index.shape)}."
-        )
+    refs, ref_labels, self_index = resolve_references(anchors, labels, refs, ref_labels, self_index)
 
     # Similarities, softmax and logs in float32 (or float64) even under fp16/bf16 autocast: logits of
     # 1 / temperature and their exponentials lose most of their digits in half precision.

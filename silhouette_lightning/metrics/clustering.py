@@ -31,11 +31,10 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 from threadpoolctl import threadpool_limits
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.metrics.retrieval import check_metric_inputs, check_same_dim, concatenated_state
+from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric, check_metric_inputs
 
 
 def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -127,7 +126,7 @@ def clustering_metrics(
     }
 
 
-class ClusteringMetrics(Metric):
+class ClusteringMetrics(EmbeddingMetric):
     """NMI and AMI of a k-means clustering of all embeddings seen since the last ``reset()``.
 
     ``update(embeddings [N, D], labels [N])`` stores detached float32 copies (list states,
@@ -170,21 +169,10 @@ class ClusteringMetrics(Metric):
         self.n_init = n_init
         self.max_iter = max_iter
         self.normalize = normalize
-        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-
-    def update(self, embeddings: Tensor, labels: Tensor) -> None:
-        owner = type(self).__name__
-        check_metric_inputs(embeddings, labels, owner)
-        check_same_dim(self.embeddings, embeddings, owner)
-        self.embeddings.append(embeddings.detach().float())
-        self.labels.append(labels.detach().long())
 
     def compute(self) -> dict[str, Tensor]:
-        owner = type(self).__name__
         return clustering_metrics(
-            concatenated_state(self.embeddings, owner),
-            concatenated_state(self.labels, owner),
+            *self.samples(),
             num_classes=self.num_classes,
             seed=self.seed,
             n_init=self.n_init,

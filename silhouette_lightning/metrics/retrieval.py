@@ -42,45 +42,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
-from torchmetrics.utilities.data import dim_zero_cat
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels
+from silhouette_lightning.losses.checks import check_choice
 from silhouette_lightning.losses.distances import DISTANCES, Distance, pairwise_distances
+from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric, check_metric_inputs
 
 # Default query chunk: about this many [chunk, N] entries per block (float32 distances + float64 keys:
 # ~50 MB). Chosen for bounded memory; the value does not change any result.
 _CHUNK_ELEMENTS = 2**22
-
-
-def check_metric_inputs(embeddings: Tensor, labels: Tensor, owner: str) -> None:
-    """Shape/dtype checks of the losses plus finiteness: a NaN/inf embedding would silently rank last."""
-    check_embeddings_and_labels(embeddings, labels)
-    if not torch.isfinite(embeddings).all():
-        bad = int((~torch.isfinite(embeddings)).any(dim=1).sum())
-        raise ValueError(
-            f"{owner}: embeddings contain NaN or inf values in {bad} of {embeddings.shape[0]} rows; "
-            "the model diverged or the input is corrupt (metrics need finite embeddings)."
-        )
-
-
-def check_same_dim(previous: list[Tensor] | Tensor, embeddings: Tensor, owner: str) -> None:
-    """New embeddings must have the dimension of those already stored (a list state, or its cat)."""
-    first = previous if isinstance(previous, Tensor) else (previous[0] if previous else None)
-    if first is not None and first.ndim == 2 and first.shape[1] != embeddings.shape[1]:
-        raise ValueError(
-            f"{owner}: embeddings of dimension {embeddings.shape[1]} cannot be added to earlier ones of "
-            f"dimension {first.shape[1]} (call reset() between different models)."
-        )
-
-
-def concatenated_state(state: list[Tensor] | Tensor, owner: str) -> Tensor:
-    """A cat-reduced state (a list before sync, a tensor after it) as one tensor; clear error if empty."""
-    if isinstance(state, list) and not state:
-        raise ValueError(f"{owner}.compute() has no samples: call update() with at least one batch first.")
-    return dim_zero_cat(state)
 
 
 def _check_ks(k: int | Sequence[int]) -> tuple[int, ...]:
@@ -171,7 +142,7 @@ def retrieval_metrics(
     return dict(zip(names, values.unbind(), strict=True))
 
 
-class RetrievalMetrics(Metric):
+class RetrievalMetrics(EmbeddingMetric):
     """Leave-one-out retrieval metrics over all embeddings seen since the last ``reset()``.
 
     ``update(embeddings [N, D], labels [N])`` stores detached float32 copies (list states, ``cat``-synced,
@@ -192,12 +163,7 @@ class RetrievalMetrics(Metric):
         kwargs: passed to :class:`torchmetrics.Metric` (``compute_on_cpu``, ``process_group``, ...).
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
-
-    embeddings: list[Tensor] | Tensor
-    labels: list[Tensor] | Tensor
 
     def __init__(
         self,
@@ -212,21 +178,10 @@ class RetrievalMetrics(Metric):
         _check_chunk_size(chunk_size)
         self.distance = distance
         self.chunk_size = chunk_size
-        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-
-    def update(self, embeddings: Tensor, labels: Tensor) -> None:
-        owner = type(self).__name__
-        check_metric_inputs(embeddings, labels, owner)
-        check_same_dim(self.embeddings, embeddings, owner)
-        self.embeddings.append(embeddings.detach().float())
-        self.labels.append(labels.detach().long())
 
     def compute(self) -> dict[str, Tensor]:
-        owner = type(self).__name__
         return retrieval_metrics(
-            concatenated_state(self.embeddings, owner),
-            concatenated_state(self.labels, owner),
+            *self.samples(),
             k=self.k,
             distance=self.distance,
             chunk_size=self.chunk_size,

@@ -37,12 +37,11 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 from torchmetrics.utilities import rank_zero_warn
-from torchmetrics.utilities.data import dim_zero_cat
 
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels
+from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric
 
 SilhouetteDistance = Literal["euclidean", "sqeuclidean", "cosine", "precomputed"]
 EMBEDDING_DISTANCES: tuple[str, ...] = ("euclidean", "sqeuclidean", "cosine")
@@ -277,7 +276,7 @@ def silhouette_score(
     return silhouette_samples_exact(embeddings, labels, distance, chunk_size, dtype).mean()
 
 
-class SilhouetteScore(Metric):
+class SilhouetteScore(EmbeddingMetric):
     """Exact silhouette score of all embeddings seen since the last ``reset()``, synced across processes.
 
     ``update(embeddings [B, D], labels [B])`` stores the batch; ``compute()`` runs
@@ -299,14 +298,9 @@ class SilhouetteScore(Metric):
     Memory: the stored embeddings (N*D) plus O(chunk_size^2 + N*C) during ``compute()``.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
     plot_lower_bound = -1.0
     plot_upper_bound = 1.0
-
-    embeddings: list[Tensor]
-    labels: list[Tensor]
 
     def __init__(
         self,
@@ -327,31 +321,18 @@ class SilhouetteScore(Metric):
         self.distance = distance
         self.chunk_size = chunk_size
         self.compute_dtype = dtype
-        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
 
-    def update(self, embeddings: Tensor, labels: Tensor) -> None:
-        """Store a batch: ``embeddings`` ``[B, D]`` (finite floats), ``labels`` ``[B]`` integers."""
+    def check_inputs(self, embeddings: Tensor, labels: Tensor) -> None:
         check_silhouette_inputs(embeddings, labels, self.distance)
-        if self.embeddings and self.embeddings[0].shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"embeddings have dimension {embeddings.shape[1]}, earlier batches "
-                f"{self.embeddings[0].shape[1]}; call reset() between different embedding spaces."
-            )
-        self.embeddings.append(embeddings.detach())
-        # One label dtype on every rank, so that the gathered states concatenate.
-        self.labels.append(labels.detach().long())
 
     def compute(self) -> Tensor:
-        # After a DDP sync the states are single tensors; before it, lists (maybe empty).
-        if isinstance(self.embeddings, list) and not self.embeddings:
+        if not self.has_samples:
             rank_zero_warn(
                 "SilhouetteScore.compute() was called without any samples; returning 0.0.", UserWarning
             )
             return torch.zeros((), dtype=self.compute_dtype, device=self.device)
         return silhouette_score(
-            dim_zero_cat(self.embeddings),
-            dim_zero_cat(self.labels),
+            *self.samples(),
             distance=self.distance,
             chunk_size=self.chunk_size,
             dtype=self.compute_dtype,
