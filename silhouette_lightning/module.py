@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from silhouette_lightning.errors import ConfigError
+from silhouette_lightning.losses.checks import check_choice
+from silhouette_lightning.metrics import EmbeddingEvaluation
 from silhouette_lightning.models import Backbone, ProjectionHead
 from silhouette_lightning.terms import CrossEntropyTerm, LossTerm, ModelOutputs
 
@@ -40,6 +42,10 @@ class EmbeddingModule(LightningModule):
             cross-entropy (logged as ``<stage>/loss/linear_eval``, added to the backward pass but not to
             ``<stage>/loss``). A pure metric-learning run (SupCon, Silhouette) then still reports
             ``acc`` without the classifier shaping the representation. No loss term may read the logits.
+        eval_output: the representation whose geometry validation and test measure (``silhouette``,
+            ``precision_at_1``, ``recall_at_<k>``, ``map_at_r``, ``r_precision``, ``nmi``, ``ami``):
+            the projection head's ``embeddings`` (default) or the backbone's ``features`` (for runs in which
+            no term trains the head, such as cross-entropy alone).
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class EmbeddingModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         online_linear_eval: bool = False,
+        eval_output: Literal["embeddings", "features"] = "embeddings",
     ) -> None:
         super().__init__()
         given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
@@ -86,6 +93,10 @@ class EmbeddingModule(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        check_choice("eval_output", eval_output, ("embeddings", "features"))
+        self.eval_output = eval_output
+        self.val_embedding_metrics = EmbeddingEvaluation()
+        self.test_embedding_metrics = EmbeddingEvaluation()
 
     # ------------------------------------------------------------------ forward
     def encode(self, images: Tensor) -> ModelOutputs:
@@ -148,12 +159,31 @@ class EmbeddingModule(LightningModule):
                 f"{stage}/loss/linear_eval", linear_eval, on_step=False, on_epoch=True, batch_size=len(labels)
             )
             total = total + linear_eval
-        # Accuracy of the first view only, so that it means the same with and without multi-view data.
+        # Accuracy (and the embedding metrics) of the first view only, so that they mean the same with and
+        # without multi-view data.
         accuracy(outputs.logits[:, 0].detach(), labels)
+        if stage != "train":
+            self._embedding_metrics(stage).update(outputs.get(self.eval_output)[:, 0], labels)
         self.log(
             f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
         )
         return total
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_embedding_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_embedding_metrics("test")
+
+    def _embedding_metrics(self, stage: str) -> EmbeddingEvaluation:
+        return self.val_embedding_metrics if stage == "val" else self.test_embedding_metrics
+
+    def _log_embedding_metrics(self, stage: str) -> None:
+        metrics = self._embedding_metrics(stage)
+        # Each metric gathers all ranks' embeddings itself, so the values are global already.
+        for name, value in metrics.compute().items():
+            self.log(f"{stage}/{name}", value.float(), on_epoch=True, prog_bar=name == "silhouette")
+        metrics.reset()
 
     def _check_labels(self, labels: Tensor) -> None:
         low, high = int(labels.min()), int(labels.max())

@@ -3,6 +3,7 @@ import torch
 
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.losses import SoftSilhouetteLoss
+from silhouette_lightning.metrics import silhouette_score
 from silhouette_lightning.models import SmallCNN
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm
@@ -113,3 +114,16 @@ def test_online_linear_eval_trains_only_the_classifier_on_detached_features():
 def test_online_linear_eval_rejects_a_term_on_the_logits():
     with pytest.raises(ConfigError, match="online_linear_eval"):
         _module(online_linear_eval=True)  # the default terms include CrossEntropyTerm
+
+
+def test_validation_logs_the_embedding_metrics_of_the_configured_output():
+    module = _module(eval_output="features").eval()
+    images, labels = _batch(batch=12)
+    module.validation_step((images, labels), batch_idx=1)
+    values = module.val_embedding_metrics.compute()
+    assert set(values) >= {"silhouette", "precision_at_1", "map_at_r", "nmi", "ami"}
+    # They describe the backbone features (L2-normalised), not the head's embeddings.
+    features = torch.nn.functional.normalize(module.encode(images).features[:, 0].detach(), dim=1)
+    torch.testing.assert_close(values["silhouette"], silhouette_score(features, labels), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="eval_output"):
+        _module(eval_output="logits")

@@ -1,6 +1,7 @@
 """torchmetrics ``Metric``s for evaluating embeddings (rank-safe, synced across processes)."""
 
 from silhouette_lightning.metrics.clustering import ClusteringMetrics, clustering_metrics, kmeans_assignments
+from silhouette_lightning.metrics.embedding_evaluation import EmbeddingEvaluation
 from silhouette_lightning.metrics.retrieval import RetrievalMetrics, retrieval_metrics
 from silhouette_lightning.metrics.silhouette_score import (
     SilhouetteScore,
@@ -10,6 +11,7 @@ from silhouette_lightning.metrics.silhouette_score import (
 
 __all__ = [
     "ClusteringMetrics",
+    "EmbeddingEvaluation",
     "RetrievalMetrics",
     "SilhouetteScore",
     "clustering_metrics",
