@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
+from resident_memory import peak_extra_mb  # benchmarks/ is on sys.path when run as a script
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
 
@@ -131,19 +132,7 @@ def peak_memory_mb(case: Case, n: int, dim: int, num_classes: int, device: str) 
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     # Linux: reset the peak resident set size, so only this forward + backward counts.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    base = _status_kib("VmRSS")
-    loss(x, y).backward()
-    return (_status_kib("VmHWM") - base) / 1024
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    return peak_extra_mb(lambda: loss(x, y).backward())
 
 
 def _memory_in_subprocess(case_index: int, n: int, args: argparse.Namespace, device: str) -> float | None:

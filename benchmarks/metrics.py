@@ -43,6 +43,7 @@ import numpy as np
 import sklearn
 import sklearn.metrics
 import torch
+from resident_memory import peak_extra_mb  # benchmarks/ is on sys.path when run as a script
 
 from silhouette_lightning.metrics.silhouette_score import (
     CPU_CHUNK_SIZE,
@@ -130,19 +131,7 @@ def peak_memory_mb(case: Case, n: int, dim: int, num_classes: int, chunk_size: i
     """Peak extra resident memory of one score computation, over the inputs (MB). Run in a fresh process."""
     case.run(make_inputs(200, dim, num_classes), chunk_size)  # thread pools and allocator state
     inputs = make_inputs(n, dim, num_classes)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current resident set size
-    base = _status_kib("VmRSS")
-    case.run(inputs, chunk_size)
-    return (_status_kib("VmHWM") - base) / 1024
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    return peak_extra_mb(lambda: case.run(inputs, chunk_size))
 
 
 def _memory_in_subprocess(case_index: int, n: int, args: argparse.Namespace, chunk_size: int) -> float | None:
