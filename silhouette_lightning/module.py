@@ -95,6 +95,7 @@ class EmbeddingModule(LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         check_choice("eval_output", eval_output, ("embeddings", "features"))
         self.eval_output = eval_output
+        self._test_on_unseen_classes = False  # set by on_test_start from the data module
         self.val_embedding_metrics = EmbeddingEvaluation()
         self.test_embedding_metrics = EmbeddingEvaluation()
 
@@ -137,8 +138,18 @@ class EmbeddingModule(LightningModule):
         outputs = self.encode(images)
         return {"embeddings": outputs.embeddings[:, 0], "labels": labels}
 
+    def on_test_start(self) -> None:
+        # Unseen classes (data.unseen_classes): the classifier and the class-bound terms have no outputs
+        # for them, so test measures the embedding alone.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self._test_on_unseen_classes = bool(getattr(datamodule, "test_on_unseen_classes", False))
+
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy) -> Tensor:
         images, labels = batch
+        if stage == "test" and self._test_on_unseen_classes:
+            outputs = self.encode(images)
+            self.test_embedding_metrics.update(outputs.get(self.eval_output)[:, 0], labels)
+            return torch.zeros((), device=images.device)
         if batch_idx == 0:
             # Once per loop: an out-of-range label would otherwise surface as an index error deep inside
             # cross-entropy (or a device-side assert on CUDA).

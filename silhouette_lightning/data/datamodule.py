@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from silhouette_lightning.data.class_split import ClassSplit
 from silhouette_lightning.data.image_split import ImageSplit, Transform, check_targets_in_range
 from silhouette_lightning.data.multiview import MultiViewTransform
 from silhouette_lightning.data.registry import create_source
@@ -56,6 +57,10 @@ class ImageDataModule(LightningDataModule):
             than one batch), so no step sees a tiny batch that batch-level losses cannot use.
         pin_memory: pin batches in page-locked memory; None = only when CUDA is available.
         persistent_workers: keep worker processes alive between epochs (only if num_workers > 0).
+        unseen_classes: hold classes out of training and validation, to test how the embedding
+            clusters classes it never saw: a count (drawn with ``seed``) or a list of class names /
+            indices. The model then has ``num_classes`` = the seen classes; ``test`` (and ``predict``)
+            use only the unseen classes, relabelled ``0..U-1``, and report embedding metrics only.
         options: data set specific settings, e.g. ``{"num_classes": 4, "samples_per_class": 16}``
             for ``synthetic``; unknown keys are an error.
     """
@@ -76,6 +81,7 @@ class ImageDataModule(LightningDataModule):
         drop_last: bool = True,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
+        unseen_classes: int | list[int | str] | None = None,
         options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -114,16 +120,34 @@ class ImageDataModule(LightningDataModule):
                 options=dict(options or {}),
             )
         )
+        self.class_split = (
+            None
+            if unseen_classes is None
+            else ClassSplit.resolve(unseen_classes, self.source.class_names, seed)
+        )
         self._splits: dict[Split, ImageSplit] = {}
 
     @property
     def num_classes(self) -> int:
-        return len(self.source.class_names)
+        """Classes the model is trained on (the seen ones with ``unseen_classes``)."""
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
-        """Label ``k`` is ``class_names[k]``."""
-        return self.source.class_names
+        """Label ``k`` of the train and validation splits is ``class_names[k]``."""
+        names = self.source.class_names
+        return names if self.class_split is None else [names[k] for k in self.class_split.seen]
+
+    @property
+    def test_on_unseen_classes(self) -> bool:
+        """Whether test and predict hold only classes that training never saw (no accuracy there)."""
+        return self.class_split is not None
+
+    @property
+    def test_class_names(self) -> list[str]:
+        """Label ``k`` of the test and predict splits is ``test_class_names[k]``."""
+        names = self.source.class_names
+        return names if self.class_split is None else [names[k] for k in self.class_split.unseen]
 
     @property
     def image_size(self) -> int:
@@ -139,7 +163,11 @@ class ImageDataModule(LightningDataModule):
         """The transformed data set of ``split``, built on first use (``.targets``, ``.indices``)."""
         if split not in self._splits:
             raw = self.source.load_split(split)
-            check_targets_in_range(raw.targets, self.num_classes, split=split, dataset=self.source.name)
+            check_targets_in_range(
+                raw.targets, len(self.source.class_names), split=split, dataset=self.source.name
+            )
+            if self.class_split is not None:
+                raw = raw.relabel(self.class_split.relabelling(unseen=split == "test"))
             self._splits[split] = raw.with_transform(self.transform_for(split))
         return self._splits[split]
 

@@ -58,6 +58,12 @@ class ImageSplit(Dataset[tuple[Any, int]]):
             self.base, self.indices[positions], [self.targets[int(i)] for i in positions], self.transform
         )
 
+    def relabel(self, mapping: dict[int, int]) -> ImageSplit:
+        """Only the samples whose label is a key of ``mapping``, labelled with its values."""
+        positions = [i for i, target in enumerate(self.targets) if target in mapping]
+        kept = self.subset(positions)
+        return ImageSplit(kept.base, kept.indices, [mapping[t] for t in kept.targets], kept.transform)
+
     def with_transform(self, transform: Transform | None) -> ImageSplit:
         """The same samples with another transform (e.g. training augmentation)."""
         return ImageSplit(self.base, self.indices, self.targets, transform)
@@ -66,10 +72,11 @@ class ImageSplit(Dataset[tuple[Any, int]]):
         return len(self.indices)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.base[int(self.indices[index])]
+        image, _ = self.base[int(self.indices[index])]
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(label)
+        # This split's own label (equal to the base's unless relabelled, e.g. for unseen classes).
+        return image, self.targets[index]
 
 
 def check_targets_in_range(targets: Sequence[int], num_classes: int, *, split: str, dataset: str) -> None:

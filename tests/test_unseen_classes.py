@@ -1,0 +1,78 @@
+"""Seen/unseen class splits: the data side, the model side, and the shipped configs."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from silhouette_lightning.cli import main, run_cli
+from silhouette_lightning.data import ImageDataModule
+from silhouette_lightning.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def test_a_count_holds_out_seeded_classes_and_relabels_both_sides():
+    dm = ImageDataModule("digits", unseen_classes=4, seed=3)
+    again = ImageDataModule("digits", unseen_classes=4, seed=3)
+    assert dm.class_names == again.class_names and len(dm.class_names) == dm.num_classes == 6
+    assert sorted(dm.class_names + dm.test_class_names) == [str(d) for d in range(10)]
+    assert dm.test_on_unseen_classes
+    train, val, test = (dm.split_dataset(s) for s in ("train", "val", "test"))
+    assert set(train.targets) == set(val.targets) == set(range(6))
+    assert set(test.targets) == set(range(4))
+    # Relabelling keeps each sample's class: the original digit of a test sample is an unseen name.
+    original = {new: int(name) for new, name in enumerate(dm.test_class_names)}
+    base_labels = [dm.source.load_split("test").base[int(i)][1] for i in test.indices[:20]]
+    assert [original[t] for t in test.targets[:20]] == base_labels
+    _, label = test[0]
+    assert label == test.targets[0]
+
+
+def test_names_and_indices_select_the_unseen_classes():
+    dm = ImageDataModule("digits", unseen_classes=["3", 7])
+    assert dm.test_class_names == ["3", "7"] and "3" not in dm.class_names
+    assert Counter(dm.split_dataset("test").targets).keys() == {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("unseen", "message"),
+    [
+        (["three"], "Valid names: 0, 1, 2"),
+        (9, "leave at least 2 seen"),
+        ([0, 1, 2, 3, 4, 5, 6, 7, 8], "at least 2"),
+    ],
+)
+def test_bad_unseen_classes_are_clear_errors(unseen, message):
+    with pytest.raises(ConfigError, match=message):
+        ImageDataModule("digits", unseen_classes=unseen)
+
+
+def test_digits_5_5_trains_on_seen_and_tests_the_embedding_on_unseen(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(
+        [
+            "fit",
+            "--config", str(CONFIGS / "data" / "digits.yaml"),
+            "--config", str(CONFIGS / "method" / "ce_silhouette.yaml"),
+            "--config", str(CONFIGS / "unseen" / "digits_5_5.yaml"),
+            "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "3",
+            "--trainer.enable_progress_bar", "false",
+            "--model.backbone.init_args.width", "4",
+        ]
+    )  # fmt: skip
+    assert cli.model.num_classes == 5
+    logged = cli.trainer.callback_metrics
+    for key in ("test/silhouette", "test/precision_at_1", "test/nmi"):
+        assert key in logged and logged[key].isfinite()
+    assert "test/acc" not in logged and "test/loss" not in logged  # undefined on unseen classes
+
+
+def test_cifar100_50_50_config_parses(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(CONFIGS / "unseen" / "cifar100_50_50.yaml"), "--print_config"])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "unseen_classes: 50" in printed and "dataset: cifar100" in printed
