@@ -12,6 +12,7 @@ from pathlib import Path
 from jsonargparse import lazy_instance
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
     ModelCheckpoint,
     ModelSummary,
     ProgressBar,
@@ -22,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.module import EmbeddingModule
@@ -58,7 +60,8 @@ class SilhouetteCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        """Rich progress bar and model summary by default, unless disabled or replaced in the config.
+        """Rich progress bar and model summary by default, unless disabled or replaced in the config;
+        for ``predict``, an :class:`EmbeddingWriter` unless the config has a prediction writer.
 
         (``trainer_defaults`` callbacks would be added unconditionally and clash with
         ``enable_progress_bar: false``.)
@@ -69,6 +72,9 @@ class SilhouetteCLI(LightningCLI):
             callbacks.append(RichProgressBar())
         if config.get("enable_model_summary") is not False and not _has(callbacks, ModelSummary):
             callbacks.append(RichModelSummary(max_depth=2))
+        if self.subcommand == "predict" and not _has(callbacks, BasePredictionWriter):
+            # `predict` leaves <run folder>/predictions.npz unless the config brings its own writer.
+            callbacks.append(EmbeddingWriter())
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
     def after_fit(self) -> None:

@@ -1,0 +1,194 @@
+"""Lightning callback that draws the embedding map and the silhouette diagram of validation and test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from silhouette_lightning.callbacks.embedding_map import PROJECTIONS, Projection, plot_embedding_map
+from silhouette_lightning.callbacks.silhouette_diagram import plot_silhouette_diagram
+from silhouette_lightning.metrics.silhouette_score import silhouette_samples_exact
+
+
+def _gather(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` (sizes may differ between ranks) over all processes; every rank must call."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor
+    if torch.distributed.get_world_size() < 2:
+        return tensor
+    from torchmetrics.utilities.distributed import gather_all_tensors
+
+    return torch.cat([part for part in gather_all_tensors(tensor.contiguous()) if part.numel()], dim=0)
+
+
+class EmbeddingPlots(Callback):
+    """Saves an embedding map and a silhouette diagram of the evaluated embeddings as PNG, and logs them.
+
+    At the end of a validation epoch of ``fit`` (every ``every_n_epochs`` epochs and at the last epoch,
+    ``max_epochs``; never during the sanity check), of ``validate``, and of ``test``, it takes the
+    embeddings and labels that the module's ``{val,test}_embedding_metrics.silhouette`` metric holds
+    (L2-normalised, the representation chosen by ``eval_output``) before the module computes and resets
+    them (callbacks' epoch-end hooks run before the LightningModule's), gathers them from all processes,
+    subsamples ``max_points`` of them (seeded), computes exact per-sample silhouettes (the distance of the
+    module's metric) and, on rank 0 only, writes
+    ``<trainer.log_dir>/plots/{stage}_embedding_map_epoch{E}.png`` and
+    ``..._silhouette_diagram_epoch{E}.png`` and sends both to a ``TensorBoardLogger``
+    (``add_figure``, tag ``{stage}/embedding_map`` / ``{stage}/silhouette_diagram``).
+
+    A plotting error never stops training: it becomes a warning. With fewer than two classes the
+    silhouette diagram is skipped with a warning.
+
+    Args:
+        every_n_epochs: plot every this many epochs during fit (the last epoch always).
+        projection: ``"auto"`` (UMAP when ``umap-learn`` is installed, else t-SNE), ``"umap"``,
+            ``"tsne"`` or ``"pca"``. A 2-D embedding is drawn as it is.
+        max_points: at most this many samples are plotted (a seeded random subset); ``None``: all.
+        seed: of the subsampling and of the projection.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 10,
+        projection: Projection = "auto",
+        max_points: int | None = 5000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}.")
+        if projection not in PROJECTIONS:
+            raise ValueError(
+                f"projection must be one of {', '.join(map(repr, PROJECTIONS))}, got {projection!r}."
+            )
+        if max_points is not None and max_points < 2:
+            raise ValueError(f"max_points must be >= 2 or None, got {max_points}.")
+        self.every_n_epochs = every_n_epochs
+        self.projection = projection
+        self.max_points = max_points
+        self.seed = seed
+        self.saved: list[str] = []  # paths written on this rank (rank 0), for inspection
+        self.last_projection: str | None = None  # method used by the latest map
+
+    # ------------------------------------------------------------------ hooks
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == TrainerFn.FITTING and not self._due(trainer):
+            return
+        self._plot(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._plot(trainer, pl_module, "test")
+
+    def _due(self, trainer: Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
+        return last or epoch % self.every_n_epochs == 0
+
+    # ------------------------------------------------------------------ work
+    def _plot(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # Collectives first, on every rank (same decisions everywhere), then plotting on rank 0 only.
+        try:
+            samples = self._samples(pl_module, stage)
+        except Exception as error:  # noqa: BLE001 - pictures must never stop training
+            rank_zero_warn(f"EmbeddingPlots: no {stage} plots, could not read the embeddings: {error!r}")
+            return
+        if samples is None:
+            return
+        embeddings, labels, distance = samples
+        embeddings, labels = _gather(embeddings), _gather(labels)
+        folder = os.path.join(trainer.log_dir or trainer.default_root_dir, "plots")  # log_dir broadcasts
+        if not trainer.is_global_zero:
+            return
+        try:
+            self._draw(trainer, stage, embeddings, labels, distance, folder)
+        except Exception as error:  # noqa: BLE001 - pictures must never stop training
+            rank_zero_warn(f"EmbeddingPlots: the {stage} plots failed and were skipped: {error!r}")
+
+    def _samples(self, pl_module: LightningModule, stage: str) -> tuple[Tensor, Tensor, str] | None:
+        evaluation = getattr(pl_module, f"{stage}_embedding_metrics", None)
+        metric = getattr(evaluation, "silhouette", None)
+        if metric is None:
+            rank_zero_warn(
+                f"EmbeddingPlots: {type(pl_module).__name__} has no `{stage}_embedding_metrics.silhouette` "
+                "metric, so there are no embeddings to plot."
+            )
+            return None
+        if metric.has_samples:
+            embeddings, labels = metric.samples()
+        else:  # this rank saw no batch; it still joins the gather
+            embeddings = torch.zeros(0, 0, device=pl_module.device)
+            labels = torch.zeros(0, dtype=torch.long, device=pl_module.device)
+        return embeddings.detach().float(), labels.detach().long(), getattr(metric, "distance", "euclidean")
+
+    def _draw(
+        self, trainer: Trainer, stage: str, embeddings: Tensor, labels: Tensor, distance: str, folder: str
+    ) -> None:
+        embeddings, labels = embeddings.cpu(), labels.cpu()
+        if embeddings.shape[0] < 2:
+            rank_zero_warn(f"EmbeddingPlots: {embeddings.shape[0]} {stage} samples, nothing to plot.")
+            return
+        if self.max_points is not None and embeddings.shape[0] > self.max_points:
+            generator = torch.Generator().manual_seed(self.seed)
+            keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.max_points].sort().values
+            embeddings, labels = embeddings[keep], labels[keep]
+        class_names = self._class_names(trainer)
+        epoch = trainer.current_epoch
+        os.makedirs(folder, exist_ok=True)
+        figures = {}
+        try:
+            figure = plot_embedding_map(
+                embeddings, labels, class_names, self.projection, self.seed, title=f"{stage} epoch {epoch}"
+            )
+            self.last_projection = figure.projection_method
+            figures["embedding_map"] = figure
+        except Exception as error:  # noqa: BLE001
+            rank_zero_warn(f"EmbeddingPlots: the {stage} embedding map failed and was skipped: {error!r}")
+        num_classes = int(torch.unique(labels).numel())
+        if num_classes < 2:
+            rank_zero_warn(
+                f"EmbeddingPlots: the {stage} embeddings hold {num_classes} class; the silhouette is "
+                "undefined, so the silhouette diagram is skipped."
+            )
+        else:
+            try:
+                silhouettes = silhouette_samples_exact(embeddings, labels, distance=distance)
+                figures["silhouette_diagram"] = plot_silhouette_diagram(
+                    silhouettes, labels, class_names, title=f"{stage} epoch {epoch}"
+                )
+            except Exception as error:  # noqa: BLE001
+                rank_zero_warn(
+                    f"EmbeddingPlots: the {stage} silhouette diagram failed and was skipped: {error!r}"
+                )
+        for name, figure in figures.items():
+            path = os.path.join(folder, f"{stage}_{name}_epoch{epoch}.png")
+            figure.savefig(path, format="png")
+            self.saved.append(path)
+            self._log_figure(trainer, f"{stage}/{name}", figure)
+
+    @staticmethod
+    def _class_names(trainer: Trainer) -> Sequence[str] | None:
+        datamodule = getattr(trainer, "datamodule", None)
+        try:
+            names = getattr(datamodule, "class_names", None)
+        except Exception:  # noqa: BLE001 - a data module whose names need setup
+            return None
+        return list(names) if names is not None else None
+
+    @staticmethod
+    def _log_figure(trainer: Trainer, tag: str, figure: Any) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                try:
+                    logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+                except Exception as error:  # noqa: BLE001
+                    rank_zero_warn(f"EmbeddingPlots: could not send {tag} to TensorBoard: {error!r}")
