@@ -89,6 +89,8 @@ class SilhouetteCLI(LightningCLI):
         lines = [f"Run folder: {run}", f"  config:      {run / 'config.yaml'}"]
         if self.trainer.logger is not None:
             lines.append(f"  metrics:     {run / 'metrics.csv'}")
+        if (run / "plots").is_dir():
+            lines.append(f"  plots:       {run / 'plots'}")
         checkpoint = self.trainer.checkpoint_callback
         if checkpoint is not None and checkpoint.best_model_path:
             lines.append(f"  best ckpt:   {checkpoint.best_model_path}")
