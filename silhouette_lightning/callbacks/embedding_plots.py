@@ -139,7 +139,7 @@ class EmbeddingPlots(Callback):
             generator = torch.Generator().manual_seed(self.seed)
             keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.max_points].sort().values
             embeddings, labels = embeddings[keep], labels[keep]
-        class_names = self._class_names(trainer)
+        class_names = self._class_names(trainer, stage)
         epoch = trainer.current_epoch
         os.makedirs(folder, exist_ok=True)
         figures = {}
@@ -174,10 +174,16 @@ class EmbeddingPlots(Callback):
             self._log_figure(trainer, f"{stage}/{name}", figure)
 
     @staticmethod
-    def _class_names(trainer: Trainer) -> Sequence[str] | None:
+    def _class_names(trainer: Trainer, stage: str) -> Sequence[str] | None:
         datamodule = getattr(trainer, "datamodule", None)
+        # With data.unseen_classes the test split has its own classes (and labels 0..U-1).
+        attribute = (
+            "test_class_names"
+            if stage == "test" and hasattr(datamodule, "test_class_names")
+            else "class_names"
+        )
         try:
-            names = getattr(datamodule, "class_names", None)
+            names = getattr(datamodule, attribute, None)
         except Exception:  # noqa: BLE001 - a data module whose names need setup
             return None
         return list(names) if names is not None else None
