@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.data import ImageDataModule
-from silhouette_lightning.errors import ConfigError
+from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.module import EmbeddingModule
 
 _TRAINER_DEFAULTS = {
@@ -123,18 +123,19 @@ def main(args: list[str] | None = None) -> None:
     try:
         run_cli(args)
     except Exception as error:
-        user_error = _find_config_error(error)
+        user_error = _find_user_error(error)
         if user_error is None:
             raise
-        # A user mistake: the message says what to change; a stack trace would only bury it.
+        # A user mistake or a diverged run: the message says what to change; a stack trace would bury it.
         print(f"silhouette-fit: error: {user_error}", file=sys.stderr)
-        raise SystemExit(2) from error
+        raise SystemExit(2 if isinstance(user_error, ConfigError) else 1) from error
 
 
-def _find_config_error(error: BaseException | None) -> ConfigError | None:
-    """The ConfigError behind ``error``: jsonargparse re-raises constructor errors as its own ValueError."""
+def _find_user_error(error: BaseException | None) -> ConfigError | NonFiniteLossError | None:
+    """The error with a user-facing message behind ``error`` (jsonargparse re-raises constructor errors as
+    its own ValueError)."""
     while error is not None:
-        if isinstance(error, ConfigError):
+        if isinstance(error, ConfigError | NonFiniteLossError):
             return error
         error = error.__cause__ or error.__context__
     return None

@@ -12,3 +12,7 @@ class ConfigError(ValueError):
 
 class DatasetNotFoundError(ConfigError, FileNotFoundError):
     """A dataset is not where the config says it is (and may not be downloaded)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite during training (the run stops instead of training on)."""

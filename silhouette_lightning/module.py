@@ -7,10 +7,11 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from silhouette_lightning.errors import ConfigError
+from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.losses.checks import check_choice
 from silhouette_lightning.metrics import EmbeddingEvaluation
 from silhouette_lightning.models import Backbone, ProjectionHead
@@ -46,6 +47,8 @@ class EmbeddingModule(LightningModule):
             ``precision_at_1``, ``recall_at_<k>``, ``map_at_r``, ``r_precision``, ``nmi``, ``ami``):
             the projection head's ``embeddings`` (default) or the backbone's ``features`` (for runs in which
             no term trains the head, such as cross-entropy alone).
+        on_nonfinite: when a training loss term is NaN or infinite: ``"stop"`` the run with an error that
+            names the term and the step, or ``"skip"`` the step (no update) with a warning.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class EmbeddingModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         online_linear_eval: bool = False,
         eval_output: Literal["embeddings", "features"] = "embeddings",
+        on_nonfinite: Literal["stop", "skip"] = "stop",
     ) -> None:
         super().__init__()
         given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
@@ -95,6 +99,8 @@ class EmbeddingModule(LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         check_choice("eval_output", eval_output, ("embeddings", "features"))
         self.eval_output = eval_output
+        check_choice("on_nonfinite", on_nonfinite, ("stop", "skip"))
+        self.on_nonfinite = on_nonfinite
         self._test_on_unseen_classes = False  # set by on_test_start from the data module
         self.val_embedding_metrics = EmbeddingEvaluation()
         self.test_embedding_metrics = EmbeddingEvaluation()
@@ -124,7 +130,7 @@ class EmbeddingModule(LightningModule):
         return self.head(self.backbone(images))
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         return self._shared_step(batch, batch_idx, "train", self.train_acc)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -144,7 +150,9 @@ class EmbeddingModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         self._test_on_unseen_classes = bool(getattr(datamodule, "test_on_unseen_classes", False))
 
-    def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy) -> Tensor:
+    def _shared_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy
+    ) -> Tensor | None:
         images, labels = batch
         if stage == "test" and self._test_on_unseen_classes:
             outputs = self.encode(images)
@@ -155,17 +163,25 @@ class EmbeddingModule(LightningModule):
             # cross-entropy (or a device-side assert on CUDA).
             self._check_labels(labels)
         outputs = self.encode(images)
-        total = torch.zeros((), device=images.device)
-        for term in self.losses:
-            value = term(outputs, labels)
-            total = total + term.weight * value
-            self.log(f"{stage}/loss/{term.name}", value, on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log(f"{stage}/loss", total, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        values = {term.name: term(outputs, labels) for term in self.losses}
+        objective = sum(term.weight * values[term.name] for term in self.losses)
+        linear_eval = None
         if self.online_linear_eval:
             # Only the classifier learns from this (its input is detached): it measures, not shapes.
             linear_eval = nn.functional.cross_entropy(
                 outputs.logits.flatten(0, 1), labels.repeat_interleave(outputs.num_views)
             )
+        if stage == "train" and not self._finite_everywhere(
+            {**values, **({"linear_eval": linear_eval} if linear_eval is not None else {})}
+        ):
+            return None  # on_nonfinite="skip": no backward, no optimizer step, on every process
+        for name, value in values.items():
+            self.log(f"{stage}/loss/{name}", value, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log(
+            f"{stage}/loss", objective, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
+        )
+        total = objective
+        if linear_eval is not None:
             self.log(
                 f"{stage}/loss/linear_eval", linear_eval, on_step=False, on_epoch=True, batch_size=len(labels)
             )
@@ -179,6 +195,31 @@ class EmbeddingModule(LightningModule):
             f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
         )
         return total
+
+    def _finite_everywhere(self, values: dict[str, Tensor]) -> bool:
+        """True if every loss value is finite on every process; else stop (raise) or skip, by config.
+
+        One host synchronisation per step (and one all-reduce of a flag under DDP, so that all processes
+        stop or skip together instead of hanging).
+        """
+        flags = torch.stack([value.detach().float() for value in values.values()]).isfinite().tolist()
+        finite = all(flags)
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return True
+        checked = zip(values.items(), flags, strict=True)
+        bad = [f"'{name}' = {value.item()}" for (name, value), ok in checked if not ok]
+        where = ", ".join(bad) if bad else "on another process"
+        message = f"Non-finite loss at step {self.global_step} (epoch {self.current_epoch}): {where}."
+        if self.on_nonfinite == "skip":
+            rank_zero_warn(f"{message} The step is skipped (model.on_nonfinite: skip).")
+            return False
+        raise NonFiniteLossError(
+            f"{message} Training stops rather than train on NaN. Lower the learning rate, check the data "
+            "(corrupt images, label range), try precision 32, or set model.on_nonfinite: skip to skip such "
+            "steps. The last checkpoint is in the run folder's checkpoints/."
+        )
 
     def on_validation_epoch_end(self) -> None:
         self._log_embedding_metrics("val")
