@@ -437,6 +437,7 @@ def test_default_arguments_are_the_documented_ones():
         "temperature": 0.1,
         "normalize": True,
         "reduction": "mean",
+        "gather_distributed": True,
     }
     assert repr(SupConLoss()) == "SupConLoss(temperature=0.1, normalize=True, reduction='mean')"
 

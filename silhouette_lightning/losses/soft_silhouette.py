@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from silhouette_lightning.distributed import global_references, uses_global_batch, valid_anchor_count
 from silhouette_lightning.losses.checks import (
     check_choice,
     check_embeddings_and_labels,
@@ -205,6 +206,9 @@ class SoftSilhouetteLoss(nn.Module):
             validity mask).
         variant: ``"pairwise"`` (default; the silhouette) or ``"centroid"`` (the simplified silhouette,
             distances to class centroids: O(N*C*D) instead of O(N^2*D), for very large batches).
+        gather_distributed: when torch.distributed is initialised with more than one process (DDP) and no
+            references are given, compare the local anchors with the embeddings gathered from all
+            processes, with gradient, so the loss and its gradient are those of the global batch.
 
     An anchor is valid when its class has another member and at least two classes are present. A batch
     without valid anchors (one class, all singletons) gives a loss of 0 that is still connected to the
@@ -219,6 +223,7 @@ class SoftSilhouetteLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         variant: Variant = "pairwise",
+        gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         check_choice("variant", variant, VARIANTS)
@@ -232,6 +237,7 @@ class SoftSilhouetteLoss(nn.Module):
         self.normalize = normalize
         self.variant = variant
         self.reduction = reduction
+        self.gather_distributed = gather_distributed
 
     def extra_repr(self) -> str:
         return (
@@ -260,6 +266,10 @@ class SoftSilhouetteLoss(nn.Module):
             embeddings = _l2_normalize(embeddings)
             if ref_embeddings is not None:
                 ref_embeddings = _l2_normalize(ref_embeddings)
+        self_index = None
+        distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
+        if distributed:  # local anchors against everyone's embeddings (see distributed.py)
+            ref_embeddings, ref_labels, self_index = global_references(embeddings, labels)
         terms = silhouette_terms(
             embeddings,
             labels,
@@ -269,13 +279,14 @@ class SoftSilhouetteLoss(nn.Module):
             soft_min=self.soft_min,
             temperature=self.temperature,
             variant=self.variant,
+            self_index=self_index,
         )
         per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
         if self.reduction == "none":
             return per_anchor
         total = per_anchor.sum()
         if self.reduction == "mean":
-            total = total / terms.valid.sum().clamp_min(1)
+            total = total / valid_anchor_count(terms.valid, distributed).clamp_min(1)
         # With no valid anchor every entry is a masked 0: the sum is a graph-connected 0, not a constant.
         return total
 

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from silhouette_lightning.distributed import global_references, uses_global_batch, valid_anchor_count
 from silhouette_lightning.losses.checks import (
     check_choice,
     check_embeddings_and_labels,
@@ -121,13 +122,19 @@ class SupConLoss(nn.Module):
         reduction: ``"mean"`` over anchors with a positive (default), ``"sum"`` over them, or ``"none"``:
             the per-anchor loss ``[N * V]``, with 0 for anchors without positives (use
             :func:`supcon_per_anchor` for the validity mask).
+        gather_distributed: under DDP (more than one process) and without references, compare the
+            local anchors with the embeddings of all processes, with gradient: the global-batch loss.
 
     A batch where no anchor has a positive (all singletons) gives a loss of 0 that is still connected
     to the graph, so ``backward()`` works and distributed ranks stay in step.
     """
 
     def __init__(
-        self, temperature: float = 0.1, normalize: bool = True, reduction: Reduction = "mean"
+        self,
+        temperature: float = 0.1,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
@@ -135,6 +142,7 @@ class SupConLoss(nn.Module):
         self.temperature = float(temperature)
         self.normalize = normalize
         self.reduction = reduction
+        self.gather_distributed = gather_distributed
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
@@ -168,14 +176,23 @@ class SupConLoss(nn.Module):
             embeddings = _l2_normalize(embeddings)
             if ref_embeddings is not None:
                 ref_embeddings = _l2_normalize(ref_embeddings)
+        self_index = None
+        distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
+        if distributed:  # local anchors against everyone's embeddings (see distributed.py)
+            ref_embeddings, ref_labels, self_index = global_references(embeddings, labels)
         terms = supcon_per_anchor(
-            embeddings, labels, ref_embeddings, ref_labels, temperature=self.temperature
+            embeddings,
+            labels,
+            ref_embeddings,
+            ref_labels,
+            temperature=self.temperature,
+            self_index=self_index,
         )
         if self.reduction == "none":
             return terms.loss
         total = terms.loss.sum()
         if self.reduction == "mean":
-            total = total / terms.valid.sum().clamp_min(1)
+            total = total / valid_anchor_count(terms.valid, distributed).clamp_min(1)
         # With no valid anchor every entry is a masked 0: the sum is a graph-connected 0, not a constant.
         return total
 
