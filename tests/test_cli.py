@@ -3,38 +3,13 @@
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.module import EmbeddingModule
-
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
-
-# A tiny model on tiny synthetic data, for runs that go through real epochs.
-TINY = [
-    "--config",
-    QUICKSTART,
-    "--data.dataset",
-    "synthetic",
-    "--data.image_size",
-    "8",
-    "--data.batch_size",
-    "16",
-    "--data.options",
-    '{"num_classes": 3, "samples_per_class": 20}',
-    "--model.backbone.init_args.width",
-    "4",
-    "--model.embedding_dim",
-    "8",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-]
+from tests.cli_args import QUICKSTART, TINY
 
 
 @pytest.fixture(autouse=True)

@@ -9,29 +9,8 @@ from PIL import Image
 
 from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.module import EmbeddingModule
+from tests.cli_args import QUICKSTART, TINY
 
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
-TINY = [
-    "--config",
-    QUICKSTART,
-    "--data.dataset",
-    "synthetic",
-    "--data.image_size",
-    "8",
-    "--data.batch_size",
-    "16",
-    "--data.options",
-    '{"num_classes": 3, "samples_per_class": 20}',
-    "--model.backbone.init_args.width",
-    "4",
-    "--model.embedding_dim",
-    "8",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-]
 ONE_STEP = [
     "--test_after_fit",
     "false",

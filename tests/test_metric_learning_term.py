@@ -7,7 +7,6 @@ run in-process from YAML, as users configure it.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +20,8 @@ from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms.cross_entropy import CrossEntropyTerm
 from silhouette_lightning.terms.metric_learning import MetricLearningTerm
 from silhouette_lightning.terms.outputs import ModelOutputs
+from tests.cli_args import QUICKSTART
 
-QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 TERM = "silhouette_lightning.terms.metric_learning.MetricLearningTerm"
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 

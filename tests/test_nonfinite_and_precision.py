@@ -1,7 +1,5 @@
 """The non-finite guard, the trainer configs, and bf16-mixed training on the CPU against float32."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -12,9 +10,7 @@ from silhouette_lightning.errors import NonFiniteLossError
 from silhouette_lightning.models import SmallCNN
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm
-
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
+from tests.cli_args import QUICKSTART, REPO
 
 
 class _NaNAtStep(SoftSilhouetteTerm):

@@ -30,6 +30,12 @@ def as_compute_dtype(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def l2_normalize(x: Tensor) -> Tensor:
+    """Rows scaled to unit norm, in float32 (a half-precision norm can overflow for large embeddings)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.nn.functional.normalize(as_compute_dtype(x), dim=1)
+
+
 def safe_sqrt(squared: Tensor) -> Tensor:
     """``sqrt`` with value 0 and gradient 0 where ``squared`` is (numerically) zero."""
     positive = squared > _SQRT_EPS

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from silhouette_lightning.distributed import global_references, uses_global_batch, valid_anchor_count
+from silhouette_lightning.distributed import global_references, uses_global_batch
 from silhouette_lightning.losses.checks import (
     check_choice,
     check_embeddings_and_labels,
@@ -36,11 +36,16 @@ from silhouette_lightning.losses.checks import (
     resolve_references,
 )
 from silhouette_lightning.losses.class_distance_sums import class_distance_sums
-from silhouette_lightning.losses.distances import DISTANCES, Distance, as_compute_dtype, pairwise_distances
+from silhouette_lightning.losses.distances import (
+    DISTANCES,
+    Distance,
+    as_compute_dtype,
+    l2_normalize,
+    pairwise_distances,
+)
+from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
 from silhouette_lightning.losses.soft_min import SOFT_MINS, SoftMin, masked_soft_min
 
-Reduction = Literal["mean", "sum", "none"]
-REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 Variant = Literal["pairwise", "centroid"]
 VARIANTS: tuple[str, ...] = ("pairwise", "centroid")
 
@@ -263,9 +268,9 @@ class SoftSilhouetteLoss(nn.Module):
         if ref_embeddings is not None and ref_labels is not None:
             check_embeddings_and_labels(ref_embeddings, ref_labels, what="ref_embeddings")
         if self.normalize:
-            embeddings = _l2_normalize(embeddings)
+            embeddings = l2_normalize(embeddings)
             if ref_embeddings is not None:
-                ref_embeddings = _l2_normalize(ref_embeddings)
+                ref_embeddings = l2_normalize(ref_embeddings)
         self_index = None
         distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
         if distributed:  # local anchors against everyone's embeddings (see distributed.py)
@@ -282,16 +287,4 @@ class SoftSilhouetteLoss(nn.Module):
             self_index=self_index,
         )
         per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
-        if self.reduction == "none":
-            return per_anchor
-        total = per_anchor.sum()
-        if self.reduction == "mean":
-            total = total / valid_anchor_count(terms.valid, distributed).clamp_min(1)
-        # With no valid anchor every entry is a masked 0: the sum is a graph-connected 0, not a constant.
-        return total
-
-
-def _l2_normalize(x: Tensor) -> Tensor:
-    """L2 normalisation in float32 (a half-precision norm can overflow for large embeddings)."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return nn.functional.normalize(as_compute_dtype(x), dim=1)
+        return reduce_anchors(per_anchor, terms.valid, self.reduction, distributed)

@@ -24,15 +24,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from silhouette_lightning.distributed import global_references, uses_global_batch, valid_anchor_count
+from silhouette_lightning.distributed import global_references, uses_global_batch
 from silhouette_lightning.losses.checks import (
     check_choice,
     check_embeddings_and_labels,
     check_temperature,
     resolve_references,
 )
-from silhouette_lightning.losses.distances import as_compute_dtype
-from silhouette_lightning.losses.soft_silhouette import REDUCTIONS, Reduction
+from silhouette_lightning.losses.distances import as_compute_dtype, l2_normalize
+from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
 
 
 class SupConTerms(NamedTuple):
@@ -173,9 +173,9 @@ class SupConLoss(nn.Module):
         if ref_embeddings is not None:
             ref_embeddings, ref_labels = flatten_views(ref_embeddings, ref_labels, what="ref_embeddings")
         if self.normalize:
-            embeddings = _l2_normalize(embeddings)
+            embeddings = l2_normalize(embeddings)
             if ref_embeddings is not None:
-                ref_embeddings = _l2_normalize(ref_embeddings)
+                ref_embeddings = l2_normalize(ref_embeddings)
         self_index = None
         distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
         if distributed:  # local anchors against everyone's embeddings (see distributed.py)
@@ -188,13 +188,7 @@ class SupConLoss(nn.Module):
             temperature=self.temperature,
             self_index=self_index,
         )
-        if self.reduction == "none":
-            return terms.loss
-        total = terms.loss.sum()
-        if self.reduction == "mean":
-            total = total / valid_anchor_count(terms.valid, distributed).clamp_min(1)
-        # With no valid anchor every entry is a masked 0: the sum is a graph-connected 0, not a constant.
-        return total
+        return reduce_anchors(terms.loss, terms.valid, self.reduction, distributed)
 
 
 def flatten_views(embeddings: Tensor, labels: Tensor, what: str = "embeddings") -> tuple[Tensor, Tensor]:
@@ -215,9 +209,3 @@ def flatten_views(embeddings: Tensor, labels: Tensor, what: str = "embeddings") 
         raise ValueError(f"{what} must have shape [N, D] or [N, V, D], got {tuple(embeddings.shape)}.")
     check_embeddings_and_labels(embeddings, labels, what=what)
     return embeddings, labels
-
-
-def _l2_normalize(x: Tensor) -> Tensor:
-    """L2 normalisation in float32 (a half-precision norm can overflow for large embeddings)."""
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return nn.functional.normalize(as_compute_dtype(x), dim=1)
