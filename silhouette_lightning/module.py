@@ -101,9 +101,33 @@ class EmbeddingModule(LightningModule):
         self.eval_output = eval_output
         check_choice("on_nonfinite", on_nonfinite, ("stop", "skip"))
         self.on_nonfinite = on_nonfinite
+        self._freeze_untrained_parts(losses)
         self._test_on_unseen_classes = False  # set by on_test_start from the data module
         self.val_embedding_metrics = EmbeddingEvaluation()
         self.test_embedding_metrics = EmbeddingEvaluation()
+
+    def _freeze_untrained_parts(self, losses: list[LossTerm]) -> None:
+        """Freeze the head when no term reads the embeddings, the classifier when nothing trains it.
+
+        Why: such parameters would never receive a gradient, and DDP (without the costly
+        ``find_unused_parameters``) fails on the first step when a parameter gets none. Frozen, DDP skips
+        them, and the optimizer carries no state for them.
+        """
+        inputs = {term.input for term in losses}
+        if "embeddings" not in inputs:
+            self.head.requires_grad_(False)
+            if self.eval_output == "embeddings":
+                rank_zero_warn(
+                    "No loss term reads the embeddings, so the projection head stays at its random "
+                    "initialisation and the embedding metrics measure a random projection of the features. "
+                    "Set model.eval_output: features (as configs/method/ce.yaml does)."
+                )
+        if "logits" not in inputs and not self.online_linear_eval:
+            self.classifier.requires_grad_(False)
+            rank_zero_warn(
+                "No loss term reads the logits and model.online_linear_eval is off: the classifier stays "
+                "untrained and the logged accuracy is chance level. Set model.online_linear_eval: true."
+            )
 
     # ------------------------------------------------------------------ forward
     def encode(self, images: Tensor) -> ModelOutputs:
@@ -248,7 +272,7 @@ class EmbeddingModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.parameters())
+        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)

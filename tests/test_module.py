@@ -61,6 +61,25 @@ def test_every_parameter_gets_a_gradient_with_ce_and_silhouette():
     assert missing == []
 
 
+@pytest.mark.parametrize(
+    ("losses", "online", "frozen", "warning"),
+    [
+        ([CrossEntropyTerm()], False, "head.", "No loss term reads the embeddings"),
+        ([SoftSilhouetteTerm()], False, "classifier.", "online_linear_eval: true"),
+    ],
+)
+def test_parts_no_term_trains_are_frozen_and_left_out_of_the_optimizer(losses, online, frozen, warning):
+    # Otherwise they get no gradient, and DDP fails on the first step (tests/test_ddp_trainer_parity.py).
+    with pytest.warns(UserWarning, match=warning):
+        module = _module(losses=losses, online_linear_eval=online)
+    module.training_step(_batch(), batch_idx=1).backward()
+    for name, p in module.named_parameters():
+        assert p.requires_grad == (not name.startswith(frozen)), name
+        assert (p.grad is None) == name.startswith(frozen), name
+    optimized = {id(p) for group in module.configure_optimizers().param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in module.parameters() if p.requires_grad}
+
+
 def test_out_of_range_labels_are_a_clear_error_on_the_first_batch():
     module = _module()
     images, _ = _batch()

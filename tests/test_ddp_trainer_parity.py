@@ -1,0 +1,62 @@
+"""One optimizer step through ``Trainer(strategy="ddp", devices=2)`` equals one process on the whole batch.
+
+The runs happen in ``tests/ddp_trainer_step.py`` subprocesses: Lightning's ``ddp`` launcher starts rank 1
+by re-running the command line, which must not be pytest's.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.ddp_trainer_step import CASES
+
+SCRIPT = Path(__file__).with_name("ddp_trainer_step.py")
+REPO = SCRIPT.parent.parent
+
+
+@pytest.fixture(scope="module")
+def steps(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("ddp_trainer_step")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE"))}
+    env["PYTHONPATH"] = str(REPO)
+    runs = {
+        devices: subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(out / devices), "--devices", devices],
+            cwd=out,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for devices in ("1", "2")
+    }
+    for devices, run in runs.items():
+        output, _ = run.communicate(timeout=240)
+        assert run.returncode == 0, f"devices={devices} failed:\n{output[-4000:]}"
+    return {
+        case: {devices: torch.load(out / devices / f"{case}.pt") for devices in ("1", "2")} for case in CASES
+    }
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ddp_step_equals_single_process_step(steps, case):
+    single, ddp = steps[case]["1"], steps[case]["2"]
+    assert (single["world_size"], ddp["world_size"]) == (1, 2)
+    moved = [name for name, step in single["step"].items() if step.abs().max() > 1e-6]
+    assert any(name.startswith("backbone.") for name in moved), "the step did not train the backbone"
+    for name, step in single["step"].items():
+        assert step.dtype == torch.float64
+        torch.testing.assert_close(ddp["step"][name], step, rtol=0, atol=1e-8, msg=f"{case}: {name}")
+
+
+def test_parts_no_term_trains_stay_frozen_under_ddp(steps):
+    """CE alone leaves the head, a pure silhouette run the classifier without gradient: DDP must not fail
+    (the run above succeeded) and those parameters must not move."""
+    for case, frozen in (("ce_only", "head."), ("silhouette_only", "classifier.")):
+        for name, step in steps[case]["2"]["step"].items():
+            if name.startswith(frozen):
+                assert torch.count_nonzero(step) == 0, f"{case}: {name} moved"
