@@ -21,12 +21,16 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
+from silhouette_lightning.callbacks.epoch_seed import EpochSeed
+from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.module import EmbeddingModule
+from silhouette_lightning.resume import continue_metrics_csv, find_resume_point
 
 _TRAINER_DEFAULTS = {
     # Every run leaves runs/<name>/version_<n>/{config.yaml, metrics.csv, checkpoints/}.
@@ -72,10 +76,47 @@ class SilhouetteCLI(LightningCLI):
             callbacks.append(RichProgressBar())
         if config.get("enable_model_summary") is not False and not _has(callbacks, ModelSummary):
             callbacks.append(RichModelSummary(max_depth=2))
+        if self.subcommand == "fit":
+            # Resumable runs: a checkpoint on SIGTERM / Ctrl+C, and epochs whose randomness does not
+            # depend on what ran before them (see --ckpt_path last in before_fit).
+            for kind in (InterruptCheckpoint, EpochSeed):
+                if not _has(callbacks, kind):
+                    callbacks.append(kind())
         if self.subcommand == "predict" and not _has(callbacks, BasePredictionWriter):
             # `predict` leaves <run folder>/predictions.npz unless the config brings its own writer.
             callbacks.append(EmbeddingWriter())
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last``: continue the newest run of this name (:mod:`silhouette_lightning.resume`)."""
+        if self._get(self.config, "ckpt_path") != "last":
+            return
+        logger = self.trainer.logger
+        run_root = getattr(logger, "root_dir", None)
+        checkpoint = self.trainer.checkpoint_callback
+        fixed_dirs = [Path(checkpoint.dirpath)] if getattr(checkpoint, "dirpath", None) else []
+        if run_root is None and not fixed_dirs:  # no logger: checkpoints go to <default_root_dir>/checkpoints
+            fixed_dirs = [Path(self.trainer.default_root_dir) / "checkpoints"]
+        point = find_resume_point(
+            Path(run_root) if run_root is not None and not fixed_dirs else None,
+            fixed_dirs,
+            hpc_dir=Path(self.trainer.default_root_dir),
+        )
+        subcommand_config = self.config_init[self.subcommand]
+        if point is None:
+            # Not an error, so a requeued job script can always pass --ckpt_path last.
+            where = ", ".join(str(d) for d in fixed_dirs) or f"{run_root}/*/checkpoints"
+            rank_zero_warn(f"--ckpt_path last: no checkpoint in {where}; starting a new run.")
+            subcommand_config["ckpt_path"] = None
+            return
+        if point.version is not None and hasattr(logger, "_version"):
+            # Log into the resumed run's folder (metrics.csv continues, checkpoints are replaced there).
+            # The logger computes its version lazily, so setting it before fit() starts is enough.
+            logger._version = _version_of(point.version)
+            if isinstance(logger, CSVLogger) and self.trainer.is_global_zero:
+                continue_metrics_csv(logger, point.checkpoint)
+        rank_zero_info(f"Resuming from {point.checkpoint}")
+        subcommand_config["ckpt_path"] = str(point.checkpoint)
 
     def after_fit(self) -> None:
         if self._get(self.config, "test_after_fit") and not self.trainer.fast_dev_run:
@@ -97,6 +138,12 @@ class SilhouetteCLI(LightningCLI):
         if checkpoint is not None and checkpoint.last_model_path:
             lines.append(f"  last ckpt:   {checkpoint.last_model_path}")
         rank_zero_info("\n".join(lines))
+
+
+def _version_of(folder: str) -> int | str:
+    """The logger ``version`` that names ``folder`` (``version_3`` -> 3; other names as they are)."""
+    number = folder.removeprefix("version_")
+    return int(number) if folder.startswith("version_") and number.isdigit() else folder
 
 
 def _has(callbacks: list, kind: type) -> bool:
@@ -122,6 +169,11 @@ def main(args: list[str] | None = None) -> None:
     """
     try:
         run_cli(args)
+    except SIGTERMException as stop:
+        # Lightning stops on SIGTERM with a SystemExit that would report success (status 0); a scheduler
+        # must see that the job was terminated. The checkpoint was written by InterruptCheckpoint.
+        print("silhouette-fit: stopped by SIGTERM; rerun with --ckpt_path last to continue.", file=sys.stderr)
+        raise SystemExit(128 + 15) from stop
     except Exception as error:
         user_error = _find_user_error(error)
         if user_error is None:

@@ -1,5 +1,6 @@
-"""Callbacks: :class:`EmbeddingPlots` (embedding map and silhouette diagram, with its plotting functions) and
-:class:`EmbeddingWriter` (``predict`` -> ``predictions.npz``)."""
+"""Callbacks: :class:`EmbeddingPlots` (embedding map and silhouette diagram, with its plotting functions),
+:class:`EmbeddingWriter` (``predict`` -> ``predictions.npz``), and for resumable runs
+:class:`InterruptCheckpoint` (a checkpoint on SIGTERM / Ctrl+C) and :class:`EpochSeed`."""
 
 from silhouette_lightning.callbacks.embedding_map import (
     plot_embedding_map,
@@ -8,11 +9,15 @@ from silhouette_lightning.callbacks.embedding_map import (
 )
 from silhouette_lightning.callbacks.embedding_plots import EmbeddingPlots
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
+from silhouette_lightning.callbacks.epoch_seed import EpochSeed
+from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from silhouette_lightning.callbacks.silhouette_diagram import plot_silhouette_diagram
 
 __all__ = [
     "EmbeddingPlots",
     "EmbeddingWriter",
+    "EpochSeed",
+    "InterruptCheckpoint",
     "plot_embedding_map",
     "plot_silhouette_diagram",
     "project_embeddings",

@@ -1,11 +1,14 @@
-"""Data: :class:`ImageDataModule` and the registry of named data sets it loads from.
+"""Data: :class:`ImageDataModule`, the registry of named data sets it loads from, and the
+:class:`ClassBalancedSampler` for batches with m samples of each of their classes.
 
-Importing this package registers the built-in data sets: ``digits``, ``synthetic``, ``imagefolder``,
-``cifar10`` and ``cifar100``.
+Importing this package registers the built-in data sets: ``digits``, ``synthetic``, ``imagefolder``, and
+the torchvision sets ``cifar10``, ``cifar100``, ``flowers102``, ``stanford_cars``, ``fgvc_aircraft``,
+``dtd``, ``food101``, ``caltech101``, ``caltech256`` and ``oxford_pets``.
 """
 
 # Imported for their registrations (each module registers its data set on import).
 from silhouette_lightning.data import digits, image_folder, synthetic, torchvision_sets  # noqa: F401
+from silhouette_lightning.data.balanced_sampler import ClassBalancedSampler
 from silhouette_lightning.data.datamodule import ImageDataModule
 from silhouette_lightning.data.image_split import ImageSplit
 from silhouette_lightning.data.registry import register_dataset, registered_datasets, unregister_dataset
@@ -14,6 +17,7 @@ from silhouette_lightning.data.splits import SPLITS, Split, stratified_split
 
 __all__ = [
     "SPLITS",
+    "ClassBalancedSampler",
     "DatasetSource",
     "ImageDataModule",
     "ImageSplit",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
+from silhouette_lightning.data.balanced_sampler import ClassBalancedSampler, check_balanced_batch
 from silhouette_lightning.data.class_split import ClassSplit
 from silhouette_lightning.data.image_split import ImageSplit, Transform, check_targets_in_range
 from silhouette_lightning.data.multiview import MultiViewTransform
@@ -35,15 +37,25 @@ class ImageDataModule(LightningDataModule):
     ``num_classes`` and ``class_names`` are known right after construction (LightningCLI links
     ``data.num_classes`` to the model before ``setup`` runs); images are read in ``setup``.
 
+    The training order depends only on the training seed and the epoch, never on the global RNG: the
+    train loader's sampler is a :class:`~torch.utils.data.DistributedSampler` (also with one process)
+    whose ``set_epoch`` the Trainer calls every epoch, so a run resumed from a checkpoint at an epoch
+    boundary sees the batches of an uninterrupted run (the random augmentations are not covered). Under
+    DDP each rank takes its shard, with world size and rank from the attached Trainer. Outside a
+    Trainer, call ``loader.sampler.set_epoch(epoch)`` before each epoch for a new order.
+
     Args:
         dataset: registered data set name: ``digits`` (scikit-learn's bundled 8x8 digits),
-            ``imagefolder`` (``root/train/<class>/*``, optional ``root/val``, ``root/test``),
-            ``cifar10``, ``cifar100`` (torchvision), ``synthetic`` (generated, for tests).
+            ``imagefolder`` (``root/train/<class>/*``, optional ``root/val``, ``root/test``), the torchvision
+            data sets ``cifar10``, ``cifar100``, ``flowers102``, ``stanford_cars``, ``fgvc_aircraft``, ``dtd``,
+            ``food101``, ``caltech101``, ``caltech256``, ``oxford_pets`` (their own splits where they have
+            them; missing val/test splits, and all of Caltech's, are carved out by ``val_fraction`` /
+            ``test_fraction``), ``synthetic`` (generated, for tests).
         root: folder of ``imagefolder`` (required) or of torchvision data sets (default ``data``).
-        batch_size: samples per batch, >= 1.
+        batch_size: samples per batch (per process under DDP), >= 1.
         num_workers: DataLoader worker processes (0 = load in the main process).
         image_size: side length H = W of the images; None = the data set's natural size
-            (digits 8, synthetic 16, cifar 32, imagefolder 224).
+            (digits 8, synthetic 16, cifar 32, the other torchvision sets and imagefolder 224).
         val_fraction: share of the data used for validation where the data set has no own val split.
         test_fraction: share of the data used for testing where the data set has no own test split.
         seed: seeds every split and generated data, independently of the training seed, so the
@@ -52,9 +64,12 @@ class ImageDataModule(LightningDataModule):
             mirrored images keep their class).
         num_views: augmented views per training image (2 for SupCon); training batches are then
             ``[B, V, 3, H, W]``. Validation, test and predict always use one un-augmented view.
-        download: let torchvision data sets download into ``root``; nothing downloads otherwise.
-        drop_last: drop the last incomplete training batch (kept when the training split is smaller
-            than one batch), so no step sees a tiny batch that batch-level losses cannot use.
+        download: let torchvision download missing data sets into ``root`` when the data module is
+            built (Stanford Cars cannot be downloaded: the error says how to get it); nothing downloads
+            otherwise.
+        drop_last: drop the last incomplete training batch (kept when the training split, or a DDP
+            rank's share of it, is smaller than one batch), so no step sees a tiny batch that
+            batch-level losses cannot use. Balanced batches are always complete.
         pin_memory: pin batches in page-locked memory; None = only when CUDA is available.
         persistent_workers: keep worker processes alive between epochs (only if num_workers > 0).
         unseen_classes: hold classes out of training and validation, to test how the embedding
@@ -63,6 +78,15 @@ class ImageDataModule(LightningDataModule):
             use only the unseen classes, relabelled ``0..U-1``, and report embedding metrics only.
         options: data set specific settings, e.g. ``{"num_classes": 4, "samples_per_class": 16}``
             for ``synthetic``; unknown keys are an error.
+        sampler: how training batches are drawn. ``random``: a seeded shuffle of the training split
+            per epoch. ``balanced``: every batch holds ``batch_size / samples_per_class`` classes with
+            ``samples_per_class`` samples each (:class:`ClassBalancedSampler`), so every sample has
+            positives in its batch; an epoch is ``floor(N / (batch_size x world size))`` batches per
+            rank (at least one), classes drawn in proportion to their size, samples of classes smaller
+            than ``samples_per_class`` repeated. Validation, test and predict are never affected.
+        samples_per_class: m, samples of each class in a balanced batch: >= 2, dividing ``batch_size``
+            into >= 2 classes, and the training data needs ``batch_size / m`` classes. Only used by
+            ``sampler: balanced``.
     """
 
     def __init__(
@@ -83,6 +107,8 @@ class ImageDataModule(LightningDataModule):
         persistent_workers: bool = True,
         unseen_classes: int | list[int | str] | None = None,
         options: dict[str, Any] | None = None,
+        sampler: Literal["random", "balanced"] = "random",
+        samples_per_class: int = 4,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -98,8 +124,15 @@ class ImageDataModule(LightningDataModule):
                 f"data.num_views={num_views} needs data.augment: true; without augmentation the views "
                 "would be identical copies."
             )
+        if sampler not in ("random", "balanced"):
+            raise ConfigError(f"data.sampler must be 'random' or 'balanced', got {sampler!r}.")
+        if sampler == "balanced":
+            check_balanced_batch(batch_size, samples_per_class)
         check_fractions(val_fraction, test_fraction)
         self.batch_size = batch_size
+        self.sampler = sampler
+        self.samples_per_class = samples_per_class
+        self.seed = seed
         self.num_workers = num_workers
         self.augment = augment
         self.num_views = num_views
@@ -125,6 +158,9 @@ class ImageDataModule(LightningDataModule):
             if unseen_classes is None
             else ClassSplit.resolve(unseen_classes, self.source.class_names, seed)
         )
+        if sampler == "balanced":
+            # Known before any image is read; setup checks the classes the train split really has.
+            check_balanced_batch(batch_size, samples_per_class, self.num_classes)
         self._splits: dict[Split, ImageSplit] = {}
 
     @property
@@ -158,6 +194,9 @@ class ImageDataModule(LightningDataModule):
         """Build the splits ``stage`` needs (all for None); splits built before are kept."""
         for split in STAGE_SPLITS.get(stage, SPLITS) if stage is not None else SPLITS:
             self.split_dataset(split)
+        if self.sampler == "balanced" and "train" in self._splits:
+            present = len(set(self._splits["train"].targets))
+            check_balanced_batch(self.batch_size, self.samples_per_class, present)
 
     def split_dataset(self, split: Split) -> ImageSplit:
         """The transformed data set of ``split``, built on first use (``.targets``, ``.indices``)."""
@@ -181,9 +220,33 @@ class ImageDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.split_dataset("train")
+        # Lightning leaves a DistributedSampler in place under DDP (it would replace any other train
+        # sampler) and calls its set_epoch every epoch, single-process runs included.
+        world_size, rank = self._shard()
+        sampler: DistributedSampler
+        if self.sampler == "balanced":
+            sampler = ClassBalancedSampler(
+                dataset.targets,
+                self.batch_size,
+                self.samples_per_class,
+                num_replicas=world_size,
+                rank=rank,
+                seed=self.training_seed,
+            )
+        else:
+            # drop_last=False pads the shards to equal length with a few repeated samples, as Lightning's
+            # own DDP sampler does; the DataLoader's drop_last then decides about the last batch.
+            sampler = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.training_seed
+            )
         # With fewer samples than one batch, dropping the last batch would leave no batch at all.
-        drop_last = self.drop_last and len(dataset) >= self.batch_size
-        return self._loader(dataset, shuffle=True, drop_last=drop_last)
+        drop_last = self.drop_last and len(sampler) >= self.batch_size
+        # The loader's own generator: creating its iterator then draws the workers' base seed from it, not
+        # from the global RNG. Lightning creates the iterator before `on_train_epoch_start` when it resumes
+        # a run and after it otherwise; drawing from the global RNG there would shift every augmentation
+        # of a resumed epoch (see callbacks.EpochSeed).
+        generator = torch.Generator().manual_seed(self.training_seed)
+        return self._loader(dataset, sampler=sampler, drop_last=drop_last, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.split_dataset("val"))
@@ -194,12 +257,29 @@ class ImageDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.split_dataset("test"))
 
-    def _loader(self, dataset: ImageSplit, *, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _shard(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached Trainer; (1, 0) without one."""
+        return (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
+
+    @property
+    def training_seed(self) -> int:
+        """Seeds the training order: the seed of ``seed_everything`` (``PL_GLOBAL_SEED``), else ``seed``."""
+        return int(os.environ.get("PL_GLOBAL_SEED", self.seed))
+
+    def _loader(
+        self,
+        dataset: ImageSplit,
+        *,
+        sampler: DistributedSampler | None = None,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
+            generator=generator,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,

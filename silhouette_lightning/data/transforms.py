@@ -68,9 +68,17 @@ def random_resized_crop(size: int, stats: NormalizationStats, *, flip: bool = Tr
     return v2.Compose(steps + _to_normalized_tensor(stats))
 
 
-def resize_center_crop(size: int, stats: NormalizationStats) -> v2.Compose:
-    """Evaluation pipeline for photos of any size: shorter side to ``size``, centre square crop."""
-    steps: list[v2.Transform] = [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+def resize_center_crop(size: int, stats: NormalizationStats, *, crop_fraction: float = 1.0) -> v2.Compose:
+    """Evaluation pipeline for photos of any size: shorter side to ``round(size / crop_fraction)``,
+    centre square crop of ``size``.
+
+    ``crop_fraction`` 0.875 is the ImageNet evaluation convention (Resize 256, CenterCrop 224) that
+    pretrained backbones were evaluated with; 1.0 keeps the whole shorter side.
+    """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    resized = max(size, round(size / crop_fraction))
+    steps: list[v2.Transform] = [v2.Resize(resized, antialias=True), v2.CenterCrop(size)]
     return v2.Compose(steps + _to_normalized_tensor(stats))
 
 
