@@ -1,6 +1,7 @@
 """Callbacks: :class:`EmbeddingPlots` (embedding map and silhouette diagram, with its plotting functions),
-:class:`EmbeddingWriter` (``predict`` -> ``predictions.npz``), and for resumable runs
-:class:`InterruptCheckpoint` (a checkpoint on SIGTERM / Ctrl+C) and :class:`EpochSeed`."""
+:class:`EmbeddingWriter` (``predict`` -> ``predictions.npz``), :class:`EpochTimer` (seconds per training
+epoch), and for resumable runs :class:`InterruptCheckpoint` (a checkpoint on SIGTERM / Ctrl+C) and
+:class:`EpochSeed`."""
 
 from silhouette_lightning.callbacks.embedding_map import (
     plot_embedding_map,
@@ -10,6 +11,7 @@ from silhouette_lightning.callbacks.embedding_map import (
 from silhouette_lightning.callbacks.embedding_plots import EmbeddingPlots
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
+from silhouette_lightning.callbacks.epoch_timer import EpochTimer
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from silhouette_lightning.callbacks.silhouette_diagram import plot_silhouette_diagram
 
@@ -17,6 +19,7 @@ __all__ = [
     "EmbeddingPlots",
     "EmbeddingWriter",
     "EpochSeed",
+    "EpochTimer",
     "InterruptCheckpoint",
     "plot_embedding_map",
     "plot_silhouette_diagram",

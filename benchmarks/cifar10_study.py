@@ -1,0 +1,197 @@
+"""Our CPU study on CIFAR-10 (docs/results.md): every run, in order, and the tables.
+
+    python benchmarks/cifar10_study.py prepare          # data/cifar10_10k from ../shared/data (or --archive)
+    python benchmarks/cifar10_study.py run [--part main unseen sweep] [--seeds 0 1 2] [--dry-run]
+    python benchmarks/cifar10_study.py report           # the Markdown tables (silhouette-report + timings)
+
+Parts:
+  main    CE, CE + Silhouette, SupCon (2 views), hybrid; 3 seeds; configs/study/cifar10_cpu.yaml.
+  unseen  CE and CE + Silhouette trained on 5 classes (drawn with data.seed 0), test = the other 5.
+  sweep   CE + Silhouette, seed 0: silhouette temperature 0.05 / 0.2 / 0.5 and weight 0.3 / 3.0
+          (the main runs use temperature 0.1, weight 1.0).
+
+Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, so
+rerunning the script continues a killed run and skips finished ones (those with a ``test/acc`` or, for
+unseen classes, a ``test/silhouette`` row in metrics.csv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "configs/study/cifar10_cpu.yaml"
+RUNS = Path("runs/study")
+DATA = Path("data/cifar10_10k")
+PER_CLASS = 1000  # training and test images per class in the subset
+
+MAIN_METHODS = ("ce", "ce_silhouette", "supcon", "hybrid")
+UNSEEN_METHODS = ("ce", "ce_silhouette")
+# Silhouette term settings of the sweep (ce_silhouette.yaml's defaults are temperature 0.1, weight 1.0).
+SWEEP = {
+    "T0.05": {"temperature": 0.05},
+    "T0.2": {"temperature": 0.2},
+    "T0.5": {"temperature": 0.5},
+    "w0.3": {"weight": 0.3},
+    "w3.0": {"weight": 3.0},
+}
+
+
+def _ce_silhouette_losses(silhouette_args: dict[str, float]) -> str:
+    """``--model.losses`` value: CE + Silhouette with the given silhouette arguments (a list replaces the
+    config's list as a whole; jsonargparse cannot override one item of it)."""
+    terms = [
+        {"class_path": "silhouette_lightning.terms.CrossEntropyTerm"},
+        {"class_path": "silhouette_lightning.terms.SoftSilhouetteTerm", "init_args": silhouette_args},
+    ]
+    return json.dumps(terms)
+
+
+@dataclass(frozen=True)
+class Run:
+    save_dir: Path
+    name: str
+    seed: int
+    args: tuple[str, ...]
+
+    @property
+    def folder(self) -> Path:
+        return self.save_dir / self.name / f"seed_{self.seed}"
+
+    def command(self) -> list[str]:
+        return [
+            "silhouette-fit", "fit", "--config", CONFIG, *self.args,
+            "--seed_everything", str(self.seed),
+            "--trainer.logger.init_args.save_dir", str(self.save_dir),
+            "--trainer.logger.init_args.name", self.name,
+            "--trainer.logger.init_args.version", f"seed_{self.seed}",
+            "--trainer.enable_progress_bar", "false",
+            "--ckpt_path", "last",
+        ]  # fmt: skip
+
+    def finished(self) -> bool:
+        metrics = self.folder / "metrics.csv"
+        if not metrics.is_file():
+            return False
+        with metrics.open(newline="") as file:
+            return any(row.get("test/silhouette") for row in csv.DictReader(file))
+
+
+def runs(parts: list[str], seeds: list[int]) -> list[Run]:
+    planned: list[Run] = []
+    if "main" in parts:
+        for seed in seeds:
+            for method in MAIN_METHODS:
+                planned.append(
+                    Run(RUNS / "cifar10", method, seed, ("--config", f"configs/method/{method}.yaml"))
+                )
+    if "unseen" in parts:
+        for seed in seeds:
+            for method in UNSEEN_METHODS:
+                args = ("--config", f"configs/method/{method}.yaml", "--data.unseen_classes", "5")
+                planned.append(Run(RUNS / "cifar10_unseen", method, seed, args))
+    if "sweep" in parts:
+        for label, silhouette_args in SWEEP.items():
+            args = (
+                "--config", "configs/method/ce_silhouette.yaml",
+                "--model.losses", _ce_silhouette_losses(silhouette_args),
+            )  # fmt: skip
+            planned.append(Run(RUNS / "cifar10_sweep", f"ce_silhouette_{label}", 0, args))
+    return planned
+
+
+def prepare(archive: Path) -> None:
+    """Extract the JPEG archive into data/ and link the first PER_CLASS images per class and split."""
+    full = Path("data/cifar10")
+    if not full.is_dir():
+        print(f"extracting {archive} -> data/")
+        with tarfile.open(archive) as tar:
+            tar.extractall("data", filter="data")
+    for split in ("train", "test"):
+        for class_dir in sorted((full / split).iterdir()):
+            out = DATA / split / class_dir.name
+            out.mkdir(parents=True, exist_ok=True)
+            for image in sorted(class_dir.iterdir())[:PER_CLASS]:
+                link = out / image.name
+                if not link.exists():
+                    link.symlink_to(image.resolve())
+    print(f"{DATA}: {sum(1 for _ in DATA.rglob('*.jpg'))} images")
+
+
+def run_all(parts: list[str], seeds: list[int], dry_run: bool) -> int:
+    failed = []
+    for run in runs(parts, seeds):
+        if run.finished():
+            print(f"done already: {run.folder}")
+            continue
+        print(shlex.join(run.command()), flush=True)
+        if dry_run:
+            continue
+        if subprocess.run(run.command(), check=False).returncode != 0:
+            failed.append(run.folder)
+    for folder in failed:
+        print(f"FAILED: {folder}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def report() -> None:
+    """silhouette-report per part, then the mean training-epoch time per method and its ratio to CE."""
+    for part in ("cifar10", "cifar10_unseen", "cifar10_sweep"):
+        folder = RUNS / part
+        if folder.is_dir():
+            print(f"\n### {part}\n", flush=True)
+            subprocess.run(["silhouette-report", str(folder), "--metric", "test/precision_at_1"], check=False)
+    times: dict[str, list[float]] = {}
+    for metrics in sorted((RUNS / "cifar10").glob("*/seed_*/metrics.csv")):
+        with metrics.open(newline="") as file:
+            values = [
+                float(r["train/epoch_time_s"]) for r in csv.DictReader(file) if r.get("train/epoch_time_s")
+            ]
+        # The first epoch includes warm-up (allocator, first JPEG reads); the others are the steady state.
+        times.setdefault(metrics.parent.parent.name, []).extend(values[1:])
+    if not times:
+        return
+    ce = sum(times["ce"]) / len(times["ce"]) if times.get("ce") else None
+    print("\n| method | s / training epoch (mean over epochs 2+, all seeds) | × CE |\n|---|---|---|")
+    for method, values in times.items():
+        mean = sum(values) / len(values)
+        print(f"| {method} | {mean:.1f} | {mean / ce:.2f} |" if ce else f"| {method} | {mean:.1f} | |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare")
+    prep.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
+    run = sub.add_parser("run")
+    run.add_argument(
+        "--part", nargs="+", default=["main", "unseen", "sweep"], choices=["main", "unseen", "sweep"]
+    )
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run.add_argument("--dry-run", action="store_true")
+    sub.add_parser("report")
+    args = parser.parse_args()
+    if shutil.which("silhouette-fit") is None:
+        parser.error("silhouette-fit is not on PATH: activate the environment that installed this package")
+    if args.command == "prepare":
+        prepare(args.archive)
+    elif args.command == "run":
+        return run_all(args.part, args.seeds, args.dry_run)
+    else:
+        report()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
