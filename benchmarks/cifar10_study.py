@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import shlex
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -68,8 +67,9 @@ class Run:
         return self.save_dir / self.name / f"seed_{self.seed}"
 
     def command(self) -> list[str]:
+        # `python -m silhouette_lightning` = silhouette-fit, with this interpreter.
         return [
-            "silhouette-fit", "fit", "--config", CONFIG, *self.args,
+            sys.executable, "-m", "silhouette_lightning", "fit", "--config", CONFIG, *self.args,
             "--seed_everything", str(self.seed),
             "--trainer.logger.init_args.save_dir", str(self.save_dir),
             "--trainer.logger.init_args.name", self.name,
@@ -149,7 +149,8 @@ def report() -> None:
         folder = RUNS / part
         if folder.is_dir():
             print(f"\n### {part}\n", flush=True)
-            subprocess.run(["silhouette-report", str(folder), "--metric", "test/precision_at_1"], check=False)
+            report_command = [sys.executable, "-m", "silhouette_lightning.report", str(folder)]
+            subprocess.run([*report_command, "--metric", "test/precision_at_1"], check=False)
     times: dict[str, list[float]] = {}
     for metrics in sorted((RUNS / "cifar10").glob("*/seed_*/metrics.csv")):
         with metrics.open(newline="") as file:
@@ -182,8 +183,6 @@ def main() -> int:
     run.add_argument("--dry-run", action="store_true")
     sub.add_parser("report")
     args = parser.parse_args()
-    if shutil.which("silhouette-fit") is None:
-        parser.error("silhouette-fit is not on PATH: activate the environment that installed this package")
     if args.command == "prepare":
         prepare(args.archive)
     elif args.command == "run":
