@@ -1,6 +1,6 @@
 """Our CPU study on CIFAR-10 (docs/results.md): every run, in order, and the tables.
 
-    python benchmarks/cifar10_study.py prepare          # data/cifar10_10k from ../shared/data (or --archive)
+    python benchmarks/cifar10_study.py prepare          # data/cifar10_5k from ../shared/data (or --archive)
     python benchmarks/cifar10_study.py run [--part main unseen sweep] [--seeds 0 1 2] [--dry-run]
     python benchmarks/cifar10_study.py report           # the Markdown tables (silhouette-report + timings)
 
@@ -30,8 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/study/cifar10_cpu.yaml"
 RUNS = Path("runs/study")
-DATA = Path("data/cifar10_10k")
-PER_CLASS = 1000  # training and test images per class in the subset
+DATA = Path("data/cifar10_5k")
+# Images per class in the subset: the first 500 training and 1,000 test JPEGs of every class, a budget
+# that lets the whole study run in about an hour on 2 CPU cores.
+PER_CLASS = {"train": 500, "test": 1000}
 
 MAIN_METHODS = ("ce", "ce_silhouette", "supcon", "hybrid")
 UNSEEN_METHODS = ("ce", "ce_silhouette")
@@ -110,7 +112,7 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
 
 
 def prepare(archive: Path) -> None:
-    """Extract the JPEG archive into data/ and link the first PER_CLASS images per class and split."""
+    """Extract the JPEG archive into data/ and link the first PER_CLASS[split] images of every class."""
     full = Path("data/cifar10")
     if not full.is_dir():
         print(f"extracting {archive} -> data/")
@@ -120,7 +122,7 @@ def prepare(archive: Path) -> None:
         for class_dir in sorted((full / split).iterdir()):
             out = DATA / split / class_dir.name
             out.mkdir(parents=True, exist_ok=True)
-            for image in sorted(class_dir.iterdir())[:PER_CLASS]:
+            for image in sorted(class_dir.iterdir())[: PER_CLASS[split]]:
                 link = out / image.name
                 if not link.exists():
                     link.symlink_to(image.resolve())
