@@ -49,6 +49,13 @@ class EmbeddingModule(LightningModule):
             no term trains the head, such as cross-entropy alone).
         on_nonfinite: when a training loss term is NaN or infinite: ``"stop"`` the run with an error that
             names the term and the step, or ``"skip"`` the step (no update) with a warning.
+        report_accuracy: log ``<stage>/acc``, the classifier's top-1. ``false`` where the classifier is never
+            trained: the introspection baseline (``configs/method/introspection.yaml``) evaluates a frozen
+            pretrained backbone with ``test``/``validate`` and no checkpoint, and the accuracy of its randomly
+            initialised classifier would be a chance-level number in the results table. (A config flag, not
+            a guess from the model's state: Lightning restores no "was trained" flag into a module, and a
+            metric that appears or vanishes by inference would break ``checkpoint.monitor`` and CSV columns.)
+            With ``fit``, monitor another metric than the default ``val/acc``.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class EmbeddingModule(LightningModule):
         online_linear_eval: bool = False,
         eval_output: Literal["embeddings", "features"] = "embeddings",
         on_nonfinite: Literal["stop", "skip"] = "stop",
+        report_accuracy: bool = True,
     ) -> None:
         super().__init__()
         given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
@@ -101,6 +109,7 @@ class EmbeddingModule(LightningModule):
         self.eval_output = eval_output
         check_choice("on_nonfinite", on_nonfinite, ("stop", "skip"))
         self.on_nonfinite = on_nonfinite
+        self.report_accuracy = report_accuracy
         self._freeze_untrained_parts(losses)
         self._test_on_unseen_classes = False  # set by on_test_start from the data module
         self.val_embedding_metrics = EmbeddingEvaluation()
@@ -124,10 +133,11 @@ class EmbeddingModule(LightningModule):
                 )
         if "logits" not in inputs and not self.online_linear_eval:
             self.classifier.requires_grad_(False)
-            rank_zero_warn(
-                "No loss term reads the logits and model.online_linear_eval is off: the classifier stays "
-                "untrained and the logged accuracy is chance level. Set model.online_linear_eval: true."
-            )
+            if self.report_accuracy:
+                rank_zero_warn(
+                    "No loss term reads the logits and model.online_linear_eval is off: the classifier stays "
+                    "untrained and the logged accuracy is chance level. Set model.online_linear_eval: true."
+                )
 
     # ------------------------------------------------------------------ forward
     def encode(self, images: Tensor) -> ModelOutputs:
@@ -212,12 +222,13 @@ class EmbeddingModule(LightningModule):
             total = total + linear_eval
         # Accuracy (and the embedding metrics) of the first view only, so that they mean the same with and
         # without multi-view data.
-        accuracy(outputs.logits[:, 0].detach(), labels)
         if stage != "train":
             self._embedding_metrics(stage).update(outputs.get(self.eval_output)[:, 0], labels)
-        self.log(
-            f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
-        )
+        if self.report_accuracy:
+            accuracy(outputs.logits[:, 0].detach(), labels)
+            self.log(
+                f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
+            )
         return total
 
     def _finite_everywhere(self, values: dict[str, Tensor]) -> bool:
@@ -272,7 +283,17 @@ class EmbeddingModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            # E.g. `fit` with configs/method/introspection.yaml (frozen backbone, no term on head or
+            # classifier); torch would fail with "optimizer got an empty parameter list".
+            raise ConfigError(
+                "Nothing to train: the backbone is frozen (model.backbone.init_args.freeze) and no loss term "
+                "trains the projection head or the classifier. The introspection baseline is evaluated with "
+                "`silhouette-fit test` or `validate`, not `fit`; for linear probing set "
+                "model.online_linear_eval: true or add a term on the logits or embeddings."
+            )
+        optimizer = self.optimizer(trainable)
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
