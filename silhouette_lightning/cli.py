@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -97,10 +98,14 @@ class SilhouetteCLI(LightningCLI):
         fixed_dirs = [Path(checkpoint.dirpath)] if getattr(checkpoint, "dirpath", None) else []
         if run_root is None and not fixed_dirs:  # no logger: checkpoints go to <default_root_dir>/checkpoints
             fixed_dirs = [Path(self.trainer.default_root_dir) / "checkpoints"]
+        fixed_version = getattr(logger, "_version", None)  # set in the config, else chosen lazily
         point = find_resume_point(
             Path(run_root) if run_root is not None and not fixed_dirs else None,
             fixed_dirs,
-            hpc_dir=Path(self.trainer.default_root_dir),
+            # Lightning's SLURM requeue checkpoints live in default_root_dir, shared by every run started
+            # there: only inside a SLURM job are they this run's (Lightning itself looks only then).
+            hpc_dir=Path(self.trainer.default_root_dir) if SLURMEnvironment.detect() else None,
+            version=None if fixed_version is None else _folder_of(fixed_version),
         )
         subcommand_config = self.config_init[self.subcommand]
         if point is None:
@@ -138,6 +143,11 @@ class SilhouetteCLI(LightningCLI):
         if checkpoint is not None and checkpoint.last_model_path:
             lines.append(f"  last ckpt:   {checkpoint.last_model_path}")
         rank_zero_info("\n".join(lines))
+
+
+def _folder_of(version: int | str) -> str:
+    """The folder name of a logger ``version`` (as CSVLogger/TensorBoardLogger name it)."""
+    return version if isinstance(version, str) else f"version_{version}"
 
 
 def _version_of(folder: str) -> int | str:

@@ -33,7 +33,10 @@ class ResumePoint:
 
 
 def find_resume_point(
-    run_root: Path | None, checkpoint_dirs: list[Path], hpc_dir: Path | None = None
+    run_root: Path | None,
+    checkpoint_dirs: list[Path],
+    hpc_dir: Path | None = None,
+    version: str | None = None,
 ) -> ResumePoint | None:
     """The newest resumable checkpoint, or None.
 
@@ -41,10 +44,14 @@ def find_resume_point(
         run_root: the logger's ``<save_dir>/<name>``; its sub-folders are versions with ``checkpoints/``.
         checkpoint_dirs: further folders that hold checkpoints directly (a fixed ``checkpoint.dirpath``).
         hpc_dir: where Lightning's SLURM auto-requeue writes ``hpc_ckpt_<n>.ckpt`` (``default_root_dir``).
+        version: the version folder the logger was told to use (``--trainer.logger.init_args.version``):
+            then only that folder counts. (Runs that share a name but differ in, say, the seed must not
+            resume each other's checkpoints.)
     """
     candidates: list[tuple[Path, str | None]] = []
     if run_root is not None and run_root.is_dir():
-        for version_dir in sorted(p for p in run_root.iterdir() if p.is_dir()):
+        folders = [run_root / version] if version is not None else sorted(run_root.iterdir())
+        for version_dir in (folder for folder in folders if folder.is_dir()):
             candidates += [(path, version_dir.name) for path in _resumable(version_dir / "checkpoints")]
     for folder in checkpoint_dirs:
         candidates += [(path, None) for path in _resumable(folder)]

@@ -166,6 +166,17 @@ def test_find_resume_point_takes_the_newest_checkpoint_of_any_version(tmp_path):
     assert find_resume_point(tmp_path / "missing", [tmp_path / "nothing"]) is None
 
 
+def test_a_fixed_logger_version_resumes_only_its_own_folder(tmp_path):
+    # Runs of one name that differ in the seed (version seed_<s>) must not resume each other.
+    now = time.time()
+    root = tmp_path / "runs" / "ce"
+    own = _touch(root / "seed_0" / "checkpoints" / "last.ckpt", now - 10)
+    _touch(root / "seed_1" / "checkpoints" / "last.ckpt", now)
+    point = find_resume_point(root, [], version="seed_0")
+    assert point is not None and point.checkpoint == own and point.version == "seed_0"
+    assert find_resume_point(root, [], version="seed_2") is None
+
+
 def test_continue_metrics_csv_keeps_the_rows_up_to_the_checkpoint(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
