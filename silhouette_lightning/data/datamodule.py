@@ -46,11 +46,11 @@ class ImageDataModule(LightningDataModule):
 
     Args:
         dataset: registered data set name: ``digits`` (scikit-learn's bundled 8x8 digits),
-            ``imagefolder`` (``root/train/<class>/*``, optional ``root/val``, ``root/test``), the torchvision
-            data sets ``cifar10``, ``cifar100``, ``flowers102``, ``stanford_cars``, ``fgvc_aircraft``, ``dtd``,
-            ``food101``, ``caltech101``, ``caltech256``, ``oxford_pets`` (their own splits where they have
-            them; missing val/test splits, and all of Caltech's, are carved out by ``val_fraction`` /
-            ``test_fraction``), ``synthetic`` (generated, for tests).
+            ``imagefolder`` (``root/train/<class>/*``, optional ``root/val``, ``root/test``), the
+            torchvision data sets ``cifar10``, ``cifar100``, ``flowers102``, ``stanford_cars``,
+            ``fgvc_aircraft``, ``dtd``, ``food101``, ``caltech101``, ``caltech256``, ``oxford_pets`` (their
+            own splits where they have them; missing val/test splits, and all of Caltech's, are carved out
+            by ``val_fraction`` / ``test_fraction``), ``synthetic`` (generated, for tests).
         root: folder of ``imagefolder`` (required) or of torchvision data sets (default ``data``).
         batch_size: samples per batch (per process under DDP), >= 1.
         num_workers: DataLoader worker processes (0 = load in the main process).
