@@ -9,6 +9,8 @@ Parts:
   unseen  CE and CE + Silhouette trained on 5 classes (drawn with data.seed 0), test = the other 5.
   sweep   CE + Silhouette, seed 0: silhouette temperature 0.05 / 0.2 / 0.5 and weight 0.3 / 3.0
           (the main runs use temperature 0.1, weight 1.0).
+  relative  CE + Silhouette with temperature_scale "relative" (the soft minimum's temperature scales with
+          the anchor's distances; see docs/results.md for why), 3 seeds, seen and unseen classes.
 
 Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, so
 rerunning the script continues a killed run and skips finished ones (those with a ``test/acc`` or, for
@@ -45,6 +47,7 @@ SWEEP = {
     "w0.3": {"weight": 0.3},
     "w3.0": {"weight": 3.0},
 }
+RELATIVE = {"temperature_scale": "relative"}
 
 
 def _ce_silhouette_losses(silhouette_args: dict[str, float]) -> str:
@@ -108,6 +111,18 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
                 "--model.losses", _ce_silhouette_losses(silhouette_args),
             )  # fmt: skip
             planned.append(Run(RUNS / "cifar10_sweep", f"ce_silhouette_{label}", 0, args))
+    if "relative" in parts:
+        for save_dir, extra in (
+            (RUNS / "cifar10", ()),
+            (RUNS / "cifar10_unseen", ("--data.unseen_classes", "5")),
+        ):
+            for seed in seeds:
+                args = (
+                    "--config", "configs/method/ce_silhouette.yaml",
+                    "--model.losses", _ce_silhouette_losses(RELATIVE),
+                    *extra,
+                )  # fmt: skip
+                planned.append(Run(save_dir, "ce_silhouette_relative", seed, args))
     return planned
 
 

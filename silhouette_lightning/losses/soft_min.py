@@ -9,9 +9,20 @@ from torch import Tensor
 
 SoftMin = Literal["softmax", "logsumexp", "hard"]
 SOFT_MINS: tuple[str, ...] = ("softmax", "logsumexp", "hard")
+TemperatureScale = Literal["absolute", "relative"]
+TEMPERATURE_SCALES: tuple[str, ...] = ("absolute", "relative")
+
+# Floor of a row's mean value when it scales the temperature (all-zero rows stay finite).
+_SCALE_FLOOR = 1e-12
 
 
-def masked_soft_min(values: Tensor, mask: Tensor, soft_min: SoftMin, temperature: float) -> Tensor:
+def masked_soft_min(
+    values: Tensor,
+    mask: Tensor,
+    soft_min: SoftMin,
+    temperature: float,
+    temperature_scale: TemperatureScale = "absolute",
+) -> Tensor:
     """Soft minimum of ``values`` ``[N, C]`` along the last axis over the entries where ``mask`` is True.
 
     * ``"softmax"``: ``sum_c w_c v_c`` with ``w = softmax(-v / temperature)``; between the minimum and
@@ -23,6 +34,13 @@ def masked_soft_min(values: Tensor, mask: Tensor, soft_min: SoftMin, temperature
       prefer a small temperature or ``"softmax"``.)
     * ``"hard"`` (or ``temperature == 0``): the plain minimum.
 
+    ``temperature_scale="relative"`` uses ``temperature * mean(row)`` (the mean over the row's True
+    entries) instead of ``temperature``: the soft minimum then scales with the values (``f(k v) = k f(v)``),
+    so a ratio built on it, such as the silhouette, does not change when all distances shrink. With an
+    absolute temperature, shrinking every distance moves the softmax weights towards uniform and the
+    soft minimum from the nearest value towards the mean: a loss on the ratio can then gain by collapsing
+    the embedding, which we measured on CIFAR-10 (docs/results.md).
+
     Rows without any True entry return 0 (finite, with a finite gradient); callers mark them invalid.
     Masked entries are excluded with the dtype's most negative finite value rather than ``-inf``, so that
     a fully masked row stays finite.
@@ -32,10 +50,15 @@ def masked_soft_min(values: Tensor, mask: Tensor, soft_min: SoftMin, temperature
         big = torch.finfo(values.dtype).max
         result = values.masked_fill(~mask, big).amin(dim=-1)
     else:
-        logits = (-values / temperature).masked_fill(~mask, torch.finfo(values.dtype).min)
+        scale: Tensor | float = temperature
+        if temperature_scale == "relative":
+            row_mean = values.masked_fill(~mask, 0.0).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)
+            scale = temperature * row_mean.clamp_min(_SCALE_FLOOR).unsqueeze(-1)  # [N, 1]
+        logits = (-values / scale).masked_fill(~mask, torch.finfo(values.dtype).min)
         if soft_min == "softmax":
             result = (torch.softmax(logits, dim=-1) * values.masked_fill(~mask, 0.0)).sum(dim=-1)
         else:
             # A fully masked row gives ~finfo.max here; it is replaced below.
-            result = (-temperature * torch.logsumexp(logits, dim=-1)).clamp_min(0.0)
+            factor = scale.squeeze(-1) if isinstance(scale, Tensor) else scale
+            result = (-factor * torch.logsumexp(logits, dim=-1)).clamp_min(0.0)
     return torch.where(any_valid, result, torch.zeros_like(result))

@@ -44,7 +44,13 @@ from silhouette_lightning.losses.distances import (
     pairwise_distances,
 )
 from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
-from silhouette_lightning.losses.soft_min import SOFT_MINS, SoftMin, masked_soft_min
+from silhouette_lightning.losses.soft_min import (
+    SOFT_MINS,
+    TEMPERATURE_SCALES,
+    SoftMin,
+    TemperatureScale,
+    masked_soft_min,
+)
 
 Variant = Literal["pairwise", "centroid"]
 VARIANTS: tuple[str, ...] = ("pairwise", "centroid")
@@ -80,6 +86,7 @@ def silhouette_terms(
     temperature: float = 0.1,
     variant: Variant = "pairwise",
     self_index: Tensor | None = None,
+    temperature_scale: TemperatureScale = "absolute",
 ) -> SilhouetteTerms:
     """Differentiable ``s_i``, ``a_i``, ``b_i`` and the validity mask for every anchor.
 
@@ -88,7 +95,7 @@ def silhouette_terms(
         labels: anchor labels ``[N]``, any integers (they need not be contiguous).
         ref_embeddings: references ``[M, D]``; default: the anchors themselves (self pairs excluded).
         ref_labels: reference labels ``[M]``; required with ``ref_embeddings``.
-        distance, soft_min, temperature, variant: see :class:`SoftSilhouetteLoss`.
+        distance, soft_min, temperature, variant, temperature_scale: see :class:`SoftSilhouetteLoss`.
         self_index: ``[N]`` positions of the anchors inside the references, for references that contain
             the anchors (the distributed case: local anchors inside the gathered global batch). Those
             pairs are excluded. Default: the diagonal when no references are given, none otherwise.
@@ -96,7 +103,9 @@ def silhouette_terms(
     check_choice("distance", distance, DISTANCES)
     check_choice("soft_min", soft_min, SOFT_MINS)
     check_choice("variant", variant, VARIANTS)
+    check_choice("temperature_scale", temperature_scale, TEMPERATURE_SCALES)
     check_temperature(temperature)
+    soft = (soft_min, temperature, temperature_scale)
     ref_embeddings, ref_labels, self_index = resolve_references(
         embeddings, labels, ref_embeddings, ref_labels, self_index
     )
@@ -124,9 +133,7 @@ def silhouette_terms(
             sums = class_distance_sums(x, ref, ref_class, num_classes, distance, self_index)
             delta = sums / class_counts.clamp_min(1).to(x.dtype)  # correct for every class but the own
             a = sums.gather(1, anchor_class.unsqueeze(1)).squeeze(1) / own_members.clamp_min(1).to(x.dtype)
-            return _terms_from_class_distances(
-                delta, a, anchor_class, own_members, class_counts, soft_min, temperature
-            )
+            return _terms_from_class_distances(delta, a, anchor_class, own_members, class_counts, *soft)
 
         # The simplified silhouette: distances to class centroids, O(N*C*D), no [N, M] matrix.
         centroid_sums = ref.new_zeros(num_classes, ref.shape[1]).index_add(0, ref_class, ref)
@@ -136,7 +143,7 @@ def silhouette_terms(
             delta = pairwise_distances(x[rows], centroids, distance)  # [n, C]
             a = delta.gather(1, anchor_class[rows].unsqueeze(1)).squeeze(1)
             return _terms_from_class_distances(
-                delta, a, anchor_class[rows], own_members[rows], class_counts, soft_min, temperature
+                delta, a, anchor_class[rows], own_members[rows], class_counts, *soft
             )
 
         # Anchors are independent given the centroids: for very large batches, process them in chunks
@@ -159,13 +166,14 @@ def _terms_from_class_distances(
     class_counts: Tensor,
     soft_min: SoftMin,
     temperature: float,
+    temperature_scale: TemperatureScale,
 ) -> SilhouetteTerms:
     """``s``, ``a``, ``b``, ``valid`` from the anchor-to-class distances ``delta`` ``[n, C]`` and ``a``."""
     num_classes = class_counts.shape[0]
     others = (class_counts > 0).unsqueeze(0) & (
         torch.arange(num_classes, device=delta.device).unsqueeze(0) != anchor_class.unsqueeze(1)
     )  # [n, C]: classes that compete for b_i
-    b = masked_soft_min(delta, others, soft_min, temperature)
+    b = masked_soft_min(delta, others, soft_min, temperature, temperature_scale)
     valid = (own_members > 0) & others.any(dim=1)
     s = (b - a) / torch.maximum(a, b).clamp_min(_RATIO_EPS)
     zero = torch.zeros_like(s)
@@ -183,6 +191,7 @@ def silhouette_samples(
     distance: Distance = "euclidean",
     soft_min: SoftMin = "softmax",
     temperature: float = 0.1,
+    temperature_scale: TemperatureScale = "absolute",
 ) -> Tensor:
     """Differentiable per-sample silhouette ``s_i`` ``[N]`` of ``embeddings`` ``[N, D]`` under ``labels``.
 
@@ -192,7 +201,12 @@ def silhouette_samples(
     No normalisation is applied (the loss normalises; this function measures the points as given).
     """
     return silhouette_terms(
-        embeddings, labels, distance=distance, soft_min=soft_min, temperature=temperature
+        embeddings,
+        labels,
+        distance=distance,
+        soft_min=soft_min,
+        temperature=temperature,
+        temperature_scale=temperature_scale,
     ).s
 
 
@@ -205,6 +219,13 @@ class SoftSilhouetteLoss(nn.Module):
             softmax(-delta/temperature)-weighted mean), ``"logsumexp"`` or ``"hard"``.
         temperature: of the soft minimum (> 0; 0 means hard). With normalised embeddings the Euclidean
             class distances lie in [0, 2], which the default 0.1 is scaled for.
+        temperature_scale: ``"absolute"`` (default, the definition above): the soft minimum uses
+            ``temperature`` as it is. ``"relative"``: it uses ``temperature`` times the anchor's mean
+            distance to the other classes, so ``s_i`` is invariant to the scale of the distances. With an
+            absolute temperature, an embedding that shrinks into a small region makes the softmax weights
+            nearly uniform, ``b_i`` tends to the *mean* distance to the other classes instead of the
+            nearest one, and ``s_i`` rises although the classes overlap: training can collapse the
+            embedding that way (measured on CIFAR-10, docs/results.md).
         normalize: L2-normalise the embeddings (and references) first.
         reduction: ``"mean"`` over valid anchors (default), ``"sum"`` over valid anchors, or ``"none"``:
             the per-anchor loss ``[N]``, with 0 for invalid anchors (use :func:`silhouette_terms` for the
@@ -229,9 +250,11 @@ class SoftSilhouetteLoss(nn.Module):
         reduction: Reduction = "mean",
         variant: Variant = "pairwise",
         gather_distributed: bool = True,
+        temperature_scale: TemperatureScale = "absolute",
     ) -> None:
         super().__init__()
         check_choice("variant", variant, VARIANTS)
+        check_choice("temperature_scale", temperature_scale, TEMPERATURE_SCALES)
         check_choice("distance", distance, DISTANCES)
         check_choice("soft_min", soft_min, SOFT_MINS)
         check_choice("reduction", reduction, REDUCTIONS)
@@ -239,6 +262,7 @@ class SoftSilhouetteLoss(nn.Module):
         self.distance = distance
         self.soft_min = soft_min
         self.temperature = float(temperature)
+        self.temperature_scale = temperature_scale
         self.normalize = normalize
         self.variant = variant
         self.reduction = reduction
@@ -247,6 +271,7 @@ class SoftSilhouetteLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"distance={self.distance!r}, soft_min={self.soft_min!r}, temperature={self.temperature}, "
+            f"temperature_scale={self.temperature_scale!r}, "
             f"normalize={self.normalize}, variant={self.variant!r}, reduction={self.reduction!r}"
         )
 
@@ -285,6 +310,7 @@ class SoftSilhouetteLoss(nn.Module):
             temperature=self.temperature,
             variant=self.variant,
             self_index=self_index,
+            temperature_scale=self.temperature_scale,
         )
         per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
         return reduce_anchors(per_anchor, terms.valid, self.reduction, distributed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from silhouette_lightning.losses.distances import Distance
-from silhouette_lightning.losses.soft_min import SoftMin
+from silhouette_lightning.losses.soft_min import SoftMin, TemperatureScale
 from silhouette_lightning.losses.soft_silhouette import SoftSilhouetteLoss, Variant
 from silhouette_lightning.terms.base import LossTerm, ViewSelection
 from silhouette_lightning.terms.outputs import OutputName
@@ -16,7 +16,8 @@ class SoftSilhouetteTerm(LossTerm):
 
     Args:
         weight, input, views, name: see :class:`LossTerm`.
-        distance, soft_min, temperature, normalize, variant: see :class:`SoftSilhouetteLoss`.
+        distance, soft_min, temperature, normalize, variant, temperature_scale: see
+            :class:`SoftSilhouetteLoss`.
     """
 
     default_name = "silhouette"
@@ -32,6 +33,7 @@ class SoftSilhouetteTerm(LossTerm):
         temperature: float = 0.1,
         normalize: bool = True,
         variant: Variant = "pairwise",
+        temperature_scale: TemperatureScale = "absolute",
     ) -> None:
         super().__init__(weight=weight, input=input, views=views, name=name)
         self.loss = SoftSilhouetteLoss(
@@ -40,6 +42,7 @@ class SoftSilhouetteTerm(LossTerm):
             temperature=temperature,
             normalize=normalize,
             variant=variant,
+            temperature_scale=temperature_scale,
         )
 
     def compute(self, inputs: Tensor, labels: Tensor) -> Tensor:

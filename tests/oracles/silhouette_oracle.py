@@ -95,8 +95,12 @@ def silhouette_terms(
     temperature: float,
     exclude: Sequence[int] | None = None,
     ops=FLOAT_OPS,
+    temperature_scale: str = "absolute",
 ) -> list[tuple]:
     """Per-anchor ``(s, a, b, valid)``; ``s = a = b = 0`` for invalid anchors.
+
+    ``temperature_scale="relative"``: the soft minimum's temperature is ``temperature`` times the mean of
+    the anchor's distances to the other classes.
 
     Without references, the anchors are the references and each anchor excludes itself. With references,
     nothing is excluded unless ``exclude[i]`` names the position of anchor ``i`` among the references.
@@ -122,7 +126,13 @@ def silhouette_terms(
             out.append((0.0, 0.0, 0.0, False))
             continue
         a = delta[y[i]]
-        b = soft_min(other, kind, temperature, ops)
+        t = temperature
+        if temperature_scale == "relative":
+            total = 0.0
+            for v in other:
+                total = total + v
+            t = temperature * (total / len(other))
+        b = soft_min(other, kind, t, ops)
         big = a if a > b else b
         s = 0.0 * (b - a) if big == 0 else (b - a) / big
         out.append((s, a, b, True))
