@@ -193,9 +193,8 @@ def main() -> int:
     prep = sub.add_parser("prepare")
     prep.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
     run = sub.add_parser("run")
-    run.add_argument(
-        "--part", nargs="+", default=["main", "unseen", "sweep"], choices=["main", "unseen", "sweep"]
-    )
+    parts = ["main", "unseen", "sweep", "relative"]
+    run.add_argument("--part", nargs="+", default=parts, choices=parts)
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--dry-run", action="store_true")
     sub.add_parser("report")
