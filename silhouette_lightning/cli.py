@@ -30,6 +30,7 @@ from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
+from silhouette_lightning.launch_checks import check_launch, close_process_group
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.resume import continue_metrics_csv, find_resume_point
 
@@ -72,6 +73,15 @@ class SilhouetteCLI(LightningCLI):
         ``enable_progress_bar: false``.)
         """
         config = self._get(self.config_init, "trainer", default={})
+        # Devices, nodes and the launcher (torchrun, SLURM) must agree before anything starts; Lightning
+        # would otherwise fail late, hang waiting for a node, or silently run independent copies.
+        check_launch(
+            config.get("accelerator"),
+            config.get("devices"),
+            config.get("num_nodes"),
+            strategy=config.get("strategy"),
+            plugins=config.get("plugins"),
+        )
         callbacks = list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not _has(callbacks, ProgressBar):
             callbacks.append(RichProgressBar())
@@ -179,6 +189,9 @@ def main(args: list[str] | None = None) -> None:
     """
     try:
         run_cli(args)
+        # Every process leaves the process group together (on the CPU, gloo otherwise sometimes aborts a
+        # process at exit, after the work is done, and torchrun then waits minutes for it).
+        close_process_group()
     except SIGTERMException as stop:
         # Lightning stops on SIGTERM with a SystemExit that would report success (status 0); a scheduler
         # must see that the job was terminated. The checkpoint was written by InterruptCheckpoint.

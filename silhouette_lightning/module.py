@@ -209,16 +209,15 @@ class EmbeddingModule(LightningModule):
             {**values, **({"linear_eval": linear_eval} if linear_eval is not None else {})}
         ):
             return None  # on_nonfinite="skip": no backward, no optimizer step, on every process
+        # Epoch means averaged over all processes: every rank must see the same val/loss, or they disagree
+        # on the best checkpoint (whose file name holds it) and test_after_fit fails on the others.
+        epoch_mean = dict(on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         for name, value in values.items():
-            self.log(f"{stage}/loss/{name}", value, on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log(
-            f"{stage}/loss", objective, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
-        )
+            self.log(f"{stage}/loss/{name}", value, **epoch_mean)
+        self.log(f"{stage}/loss", objective, prog_bar=True, **epoch_mean)
         total = objective
         if linear_eval is not None:
-            self.log(
-                f"{stage}/loss/linear_eval", linear_eval, on_step=False, on_epoch=True, batch_size=len(labels)
-            )
+            self.log(f"{stage}/loss/linear_eval", linear_eval, **epoch_mean)
             total = total + linear_eval
         # Accuracy (and the embedding metrics) of the first view only, so that they mean the same with and
         # without multi-view data.
