@@ -185,6 +185,53 @@ def report() -> None:
         print(f"| {method} | {mean:.1f} | {mean / ce:.2f} |" if ce else f"| {method} | {mean:.1f} | |")
 
 
+def diagnose(folders: list[Path], samples: int = 2000) -> None:
+    """Why a run's embedding scores what it scores: on a seeded subset of the test images, the exact
+    silhouette, the soft one (absolute and relative temperature), the nearest and mean distance to the
+    other classes and the spread of the embedding (mean distance between any two samples)."""
+    import torch
+
+    from silhouette_lightning.data import ImageDataModule
+    from silhouette_lightning.losses import silhouette_terms
+    from silhouette_lightning.metrics import silhouette_score
+    from silhouette_lightning.module import EmbeddingModule
+
+    data = ImageDataModule(
+        dataset="imagefolder",
+        root=str(DATA),
+        image_size=32,
+        batch_size=500,
+        val_fraction=0.1,
+        test_fraction=0.0,
+    )
+    data.setup("test")
+    test = data.split_dataset("test")
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:samples].tolist()
+    images = torch.stack([test[i][0] for i in order])
+    labels = torch.tensor([int(test[i][1]) for i in order])
+    print(
+        "| run | exact silhouette | soft s (absolute T) | soft s (relative T) | a (own class) | nearest other"
+        " class | mean other class | mean pair distance |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for folder in folders:
+        checkpoint = sorted((folder / "checkpoints").glob("best*.ckpt"))[-1]
+        model = EmbeddingModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+        with torch.no_grad():
+            outputs = model.encode(images)
+            points = torch.nn.functional.normalize(outputs.get(model.eval_output)[:, 0].double(), dim=1)
+            hard = silhouette_terms(points, labels, soft_min="hard")
+            soft = silhouette_terms(points, labels, temperature=0.1)
+            relative = silhouette_terms(points, labels, temperature=0.1, temperature_scale="relative")
+            # Mean distance to every other class = the soft minimum with an infinite temperature.
+            mean_other = silhouette_terms(points, labels, temperature=1e9).b
+            exact = float(silhouette_score(points, labels))
+            spread = torch.cdist(points, points).mean()
+        print(
+            f"| {folder} | {exact:.3f} | {soft.s.mean():.3f} | {relative.s.mean():.3f} | {hard.a.mean():.3f} "
+            f"| {hard.b.mean():.3f} | {mean_other.mean():.3f} | {spread:.3f} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,11 +245,15 @@ def main() -> int:
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--dry-run", action="store_true")
     sub.add_parser("report")
+    diag = sub.add_parser("diagnose", help="distances and soft vs exact silhouette of run folders")
+    diag.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.archive)
     elif args.command == "run":
         return run_all(args.part, args.seeds, args.dry_run)
+    elif args.command == "diagnose":
+        diagnose(args.folders)
     else:
         report()
     return 0
