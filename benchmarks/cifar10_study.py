@@ -160,14 +160,33 @@ def run_all(parts: list[str], seeds: list[int], dry_run: bool) -> int:
     return 1 if failed else 0
 
 
+COLUMNS = ("test/acc", "test/silhouette", "test/precision_at_1", "test/nmi", "test/recall_at_5")
+
+
 def report() -> None:
-    """silhouette-report per part, then the mean training-epoch time per method and its ratio to CE."""
+    """Per part, the main test metrics (mean ± std over seeds, from silhouette-report's CSV), then the mean
+    training-epoch time per method and its ratio to CE's."""
     for part in ("cifar10", "cifar10_unseen", "cifar10_sweep"):
         folder = RUNS / part
-        if folder.is_dir():
-            print(f"\n### {part}\n", flush=True)
-            report_command = [sys.executable, "-m", "silhouette_lightning.report", str(folder)]
-            subprocess.run([*report_command, "--metric", "test/precision_at_1"], check=False)
+        if not folder.is_dir():
+            continue
+        output = RUNS / "report" / part
+        command = [sys.executable, "-m", "silhouette_lightning.report", str(folder), "--output", str(output)]
+        command += ["--metric", "test/precision_at_1"]  # the chart; unseen-class runs have no accuracy
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        with (output / "report.csv").open(newline="") as file:
+            rows = list(csv.DictReader(file))
+        columns = [c for c in COLUMNS if any(row.get(f"{c} mean") for row in rows)]
+        print(f"\n### {part} (full table: {output}/report.md)\n")
+        print("| method | n | " + " | ".join(columns) + " |\n|---|---:|" + "---:|" * len(columns))
+        for row in rows:
+            cells = []
+            for column in columns:
+                mean, std = row.get(f"{column} mean"), row.get(f"{column} std")
+                cells.append(
+                    "–" if not mean else f"{float(mean):.3f}" + (f" ± {float(std):.3f}" if std else "")
+                )
+            print(f"| {row['method']} | {row['n']} | " + " | ".join(cells) + " |")
     times: dict[str, list[float]] = {}
     for metrics in sorted((RUNS / "cifar10").glob("*/seed_*/metrics.csv")):
         with metrics.open(newline="") as file:
@@ -179,7 +198,7 @@ def report() -> None:
     if not times:
         return
     ce = sum(times["ce"]) / len(times["ce"]) if times.get("ce") else None
-    print("\n| method | s / training epoch (mean over epochs 2+, all seeds) | × CE |\n|---|---|---|")
+    print("\n| method | s / training epoch (mean over epochs 2+, all seeds) | × CE |\n|---|---:|---:|")
     for method, values in times.items():
         mean = sum(values) / len(values)
         print(f"| {method} | {mean:.1f} | {mean / ce:.2f} |" if ce else f"| {method} | {mean:.1f} | |")
