@@ -11,6 +11,7 @@ Parts:
           (the main runs use temperature 0.1, weight 1.0).
   relative  CE + Silhouette with temperature_scale "relative" (the soft minimum's temperature scales with
           the anchor's distances; see docs/results.md for why), 3 seeds, seen and unseen classes.
+  relative_sweep  the sweep's five settings with temperature_scale "relative", seed 0.
 
 Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, so
 rerunning the script continues a killed run and skips finished ones (those with a ``test/acc`` or, for
@@ -123,6 +124,13 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
                     *extra,
                 )  # fmt: skip
                 planned.append(Run(save_dir, "ce_silhouette_relative", seed, args))
+    if "relative_sweep" in parts:
+        for label, silhouette_args in SWEEP.items():
+            args = (
+                "--config", "configs/method/ce_silhouette.yaml",
+                "--model.losses", _ce_silhouette_losses({**silhouette_args, **RELATIVE}),
+            )  # fmt: skip
+            planned.append(Run(RUNS / "cifar10_sweep", f"ce_silhouette_relative_{label}", 0, args))
     return planned
 
 
@@ -259,7 +267,7 @@ def main() -> int:
     prep = sub.add_parser("prepare")
     prep.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpg.tar.gz")
     run = sub.add_parser("run")
-    parts = ["main", "unseen", "sweep", "relative"]
+    parts = ["main", "unseen", "sweep", "relative", "relative_sweep"]
     run.add_argument("--part", nargs="+", default=parts, choices=parts)
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--dry-run", action="store_true")
