@@ -48,7 +48,8 @@ class EmbeddingModule(LightningModule):
             the projection head's ``embeddings`` (default) or the backbone's ``features`` (for runs in which
             no term trains the head, such as cross-entropy alone).
         on_nonfinite: when a training loss term is NaN or infinite: ``"stop"`` the run with an error that
-            names the term and the step, or ``"skip"`` the step (no update) with a warning.
+            names the term and the step, or ``"skip"`` the step with a warning: no parameter changes (the
+            step still counts in ``global_step``), on every process together under DDP.
         report_accuracy: log ``<stage>/acc``, the classifier's top-1. ``false`` where the classifier is never
             trained: the introspection baseline (``configs/method/introspection.yaml``) evaluates a frozen
             pretrained backbone with ``test``/``validate`` and no checkpoint, and the accuracy of its randomly
@@ -111,6 +112,7 @@ class EmbeddingModule(LightningModule):
         self.on_nonfinite = on_nonfinite
         self.report_accuracy = report_accuracy
         self._freeze_untrained_parts(losses)
+        self._skip_update = False  # set by a skipped (non-finite) training step, cleared after its backward
         self._test_on_unseen_classes = False  # set by on_test_start from the data module
         self.val_embedding_metrics = EmbeddingEvaluation()
         self.test_embedding_metrics = EmbeddingEvaluation()
@@ -164,7 +166,7 @@ class EmbeddingModule(LightningModule):
         return self.head(self.backbone(images))
 
     # ------------------------------------------------------------------ steps
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._shared_step(batch, batch_idx, "train", self.train_acc)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -184,9 +186,7 @@ class EmbeddingModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         self._test_on_unseen_classes = bool(getattr(datamodule, "test_on_unseen_classes", False))
 
-    def _shared_step(
-        self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy
-    ) -> Tensor | None:
+    def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy) -> Tensor:
         images, labels = batch
         if stage == "test" and self._test_on_unseen_classes:
             outputs = self.encode(images)
@@ -208,7 +208,11 @@ class EmbeddingModule(LightningModule):
         if stage == "train" and not self._finite_everywhere(
             {**values, **({"linear_eval": linear_eval} if linear_eval is not None else {})}
         ):
-            return None  # on_nonfinite="skip": no backward, no optimizer step, on every process
+            # on_nonfinite="skip", on every process alike. Not `return None`: Lightning refuses that under
+            # DDP. A zero loss on every trainable parameter keeps backward (and DDP's all-reduce) going;
+            # on_after_backward then drops the gradients, so the optimizer changes nothing.
+            self._skip_update = True
+            return sum((p.sum() for p in self.parameters() if p.requires_grad), torch.zeros(())) * 0.0
         # Epoch means averaged over all processes: every rank must see the same val/loss, or they disagree
         # on the best checkpoint (whose file name holds it) and test_after_fit fails on the others.
         epoch_mean = dict(on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
@@ -229,6 +233,14 @@ class EmbeddingModule(LightningModule):
                 f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels)
             )
         return total
+
+    def on_after_backward(self) -> None:
+        if self._skip_update:
+            # No gradient, no update: optimizers skip parameters whose grad is None (no weight decay, no
+            # momentum step either). The step still counts in global_step.
+            for parameter in self.parameters():
+                parameter.grad = None
+            self._skip_update = False
 
     def _finite_everywhere(self, values: dict[str, Tensor]) -> bool:
         """True if every loss value is finite on every process; else stop (raise) or skip, by config.

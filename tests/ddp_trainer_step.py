@@ -46,10 +46,21 @@ def _terms(case: str) -> tuple[list, bool]:
         return [CrossEntropyTerm()], False
     if case == "silhouette_only":  # no online classifier: the classifier receives no gradient
         return [SoftSilhouetteTerm()], False
+    if case == "nonfinite_skip":  # a NaN image on rank 1 only: both ranks must skip the step together
+        return [CrossEntropyTerm(), SupConTerm(weight=0.5), silhouette], False
     raise ValueError(case)
 
 
-CASES = ["ce_silhouette", "ce_silhouette_centroid", "supcon", "hybrid", "ce_only", "silhouette_only"]
+CASES = [
+    "ce_silhouette",
+    "ce_silhouette_centroid",
+    "supcon",
+    "hybrid",
+    "ce_only",
+    "silhouette_only",
+    "nonfinite_skip",
+]
+NAN_SAMPLE = 11  # in rank 1's half
 
 
 class TinyBackbone(Backbone):
@@ -83,9 +94,15 @@ class PerRankData(LightningDataModule):
     The rank is read when the loader is built: only then has the launcher set it up.
     """
 
+    def __init__(self, nan_sample: int | None = None) -> None:
+        super().__init__()
+        self.nan_sample = nan_sample
+
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(1)
         images = torch.randn(len(LABELS), VIEWS, 3, 4, 4, dtype=torch.float64, generator=generator)
+        if self.nan_sample is not None:
+            images[self.nan_sample] = float("nan")
         labels = torch.tensor(LABELS)
         if self.trainer.world_size == 2:
             part = slice(0, 8) if self.trainer.global_rank == 0 else slice(8, None)
@@ -108,6 +125,7 @@ def _model(case: str) -> EmbeddingModule:
         optimizer=lambda params: torch.optim.SGD(params, lr=1.0),
         online_linear_eval=online,
         eval_output="features" if case == "ce_only" else "embeddings",
+        on_nonfinite="skip" if case == "nonfinite_skip" else "stop",
     )
 
 
@@ -125,6 +143,7 @@ def main() -> None:
             strategy="ddp" if args.devices == 2 else "auto",
             precision="64-true",
             max_steps=1,
+            max_epochs=1,  # one batch per epoch; a skipped step would not count towards max_steps
             limit_val_batches=0,
             num_sanity_val_steps=0,
             logger=False,
@@ -133,7 +152,7 @@ def main() -> None:
             enable_model_summary=False,
             use_distributed_sampler=False,
         )
-        trainer.fit(model, datamodule=PerRankData())
+        trainer.fit(model, datamodule=PerRankData(NAN_SAMPLE if case == "nonfinite_skip" else None))
         if trainer.global_rank == 0:
             after = dict(model.named_parameters())
             step = {name: (after[name].detach() - before[name].to(torch.float64)) for name in before}
