@@ -1,7 +1,7 @@
 """Our CPU study on CIFAR-10 (docs/results.md): every run, in order, and the tables.
 
     python benchmarks/cifar10_study.py prepare          # data/cifar10_5k from ../shared/data (or --archive)
-    python benchmarks/cifar10_study.py run [--part main unseen sweep] [--seeds 0 1 2] [--dry-run]
+    python benchmarks/cifar10_study.py run [--part main unseen ...] [--seeds 0 1 2] [--dry-run]
     python benchmarks/cifar10_study.py report           # the Markdown tables (silhouette-report + timings)
 
 Parts:
@@ -13,9 +13,9 @@ Parts:
           the anchor's distances; see docs/results.md for why), 3 seeds, seen and unseen classes.
   relative_sweep  the sweep's five settings with temperature_scale "relative", seed 0.
 
-Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, so
-rerunning the script continues a killed run and skips finished ones (those with a ``test/acc`` or, for
-unseen classes, a ``test/silhouette`` row in metrics.csv).
+Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, run one
+after the other by ``silhouette-sweep``'s machinery, so rerunning the script continues a killed run and
+skips finished ones (those whose metrics.csv has test metrics).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import shlex
 import subprocess
 import sys
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
+
+from silhouette_lightning.sweep import Run, run_sequentially
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/study/cifar10_cpu.yaml"
@@ -61,35 +62,19 @@ def _ce_silhouette_losses(silhouette_args: dict[str, float]) -> str:
     return json.dumps(terms)
 
 
-@dataclass(frozen=True)
-class Run:
-    save_dir: Path
-    name: str
-    seed: int
-    args: tuple[str, ...]
-
-    @property
-    def folder(self) -> Path:
-        return self.save_dir / self.name / f"seed_{self.seed}"
-
-    def command(self) -> list[str]:
-        # `python -m silhouette_lightning` = silhouette-fit, with this interpreter.
-        return [
-            sys.executable, "-m", "silhouette_lightning", "fit", "--config", CONFIG, *self.args,
-            "--seed_everything", str(self.seed),
-            "--trainer.logger.init_args.save_dir", str(self.save_dir),
-            "--trainer.logger.init_args.name", self.name,
-            "--trainer.logger.init_args.version", f"seed_{self.seed}",
-            "--trainer.enable_progress_bar", "false",
-            "--ckpt_path", "last",
-        ]  # fmt: skip
-
-    def finished(self) -> bool:
-        metrics = self.folder / "metrics.csv"
-        if not metrics.is_file():
-            return False
-        with metrics.open(newline="") as file:
-            return any(row.get("test/silhouette") for row in csv.DictReader(file))
+def _study_run(save_dir: Path, name: str, seed: int, args: tuple[str, ...]) -> Run:
+    """One run of the study as a ``silhouette-sweep`` run (same resume and skip rules), in
+    ``<save_dir>/<name>/seed_<seed>``."""
+    fit_args = (
+        "fit", "--config", CONFIG, *args,
+        "--seed_everything", str(seed),
+        "--trainer.logger.init_args.save_dir", str(save_dir),
+        "--trainer.logger.init_args.name", name,
+        "--trainer.logger.init_args.version", f"seed_{seed}",
+        "--trainer.enable_progress_bar", "false",
+        "--ckpt_path", "last",
+    )  # fmt: skip
+    return Run("cifar10_5k", name, seed, save_dir / name / f"seed_{seed}", fit_args)
 
 
 def runs(parts: list[str], seeds: list[int]) -> list[Run]:
@@ -98,20 +83,20 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
         for seed in seeds:
             for method in MAIN_METHODS:
                 planned.append(
-                    Run(RUNS / "cifar10", method, seed, ("--config", f"configs/method/{method}.yaml"))
+                    _study_run(RUNS / "cifar10", method, seed, ("--config", f"configs/method/{method}.yaml"))
                 )
     if "unseen" in parts:
         for seed in seeds:
             for method in UNSEEN_METHODS:
                 args = ("--config", f"configs/method/{method}.yaml", "--data.unseen_classes", "5")
-                planned.append(Run(RUNS / "cifar10_unseen", method, seed, args))
+                planned.append(_study_run(RUNS / "cifar10_unseen", method, seed, args))
     if "sweep" in parts:
         for label, silhouette_args in SWEEP.items():
             args = (
                 "--config", "configs/method/ce_silhouette.yaml",
                 "--model.losses", _ce_silhouette_losses(silhouette_args),
             )  # fmt: skip
-            planned.append(Run(RUNS / "cifar10_sweep", f"ce_silhouette_{label}", 0, args))
+            planned.append(_study_run(RUNS / "cifar10_sweep", f"ce_silhouette_{label}", 0, args))
     if "relative" in parts:
         for save_dir, extra in (
             (RUNS / "cifar10", ()),
@@ -123,14 +108,14 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
                     "--model.losses", _ce_silhouette_losses(RELATIVE),
                     *extra,
                 )  # fmt: skip
-                planned.append(Run(save_dir, "ce_silhouette_relative", seed, args))
+                planned.append(_study_run(save_dir, "ce_silhouette_relative", seed, args))
     if "relative_sweep" in parts:
         for label, silhouette_args in SWEEP.items():
             args = (
                 "--config", "configs/method/ce_silhouette.yaml",
                 "--model.losses", _ce_silhouette_losses({**silhouette_args, **RELATIVE}),
             )  # fmt: skip
-            planned.append(Run(RUNS / "cifar10_sweep", f"ce_silhouette_relative_{label}", 0, args))
+            planned.append(_study_run(RUNS / "cifar10_sweep", f"ce_silhouette_relative_{label}", 0, args))
     return planned
 
 
@@ -153,19 +138,12 @@ def prepare(archive: Path) -> None:
 
 
 def run_all(parts: list[str], seeds: list[int], dry_run: bool) -> int:
-    failed = []
-    for run in runs(parts, seeds):
-        if run.finished():
-            print(f"done already: {run.folder}")
-            continue
-        print(shlex.join(run.command()), flush=True)
-        if dry_run:
-            continue
-        if subprocess.run(run.command(), check=False).returncode != 0:
-            failed.append(run.folder)
-    for folder in failed:
-        print(f"FAILED: {folder}", file=sys.stderr)
-    return 1 if failed else 0
+    planned = runs(parts, seeds)
+    if dry_run:
+        for run in planned:
+            print(("# finished: " if run.finished() else "") + shlex.join(run.command()))
+        return 0
+    return run_sequentially(planned, continue_on_error=True)
 
 
 COLUMNS = ("test/acc", "test/silhouette", "test/precision_at_1", "test/nmi", "test/recall_at_5")
