@@ -4,8 +4,12 @@ A run folder is a CSV-logger folder (``runs/<dataset>/<method>/version_<n>/``) w
 LightningCLI's ``config.yaml``. Per run: method = the logger's ``name`` in config.yaml (else the parent
 folder's name), dataset = ``data.dataset`` (else the grandparent folder's name), seed =
 ``seed_everything``; its final metrics are the last non-empty value of every ``test/*`` column, or of
-every ``val/*`` column for a run that was never tested. Runs of the same (method, dataset) are averaged:
-mean and sample standard deviation (ddof = 1; none for a single run), with the run count n.
+every ``val/*`` column for a run that was never tested. Runs are averaged only when they are the same
+experiment: same method, dataset, the same config apart from the seed and the run-folder keys
+(:data:`RUN_SPECIFIC_KEYS`), and the same kind (a trained run, or a folder of a ``test``/``validate`` call
+without training): mean and sample standard deviation (ddof = 1; none for a single run), with the run
+count n. Rows of one (method, dataset) that differ in their config are told apart by the differing keys
+(``ce [trainer.max_epochs=5]``), and the table is followed by the list of run folders in each row.
 
 Outputs: the Markdown table on stdout; with ``--output DIR`` also ``report.md``, ``report.csv`` and
 ``report.png`` (a bar chart of ``--metric`` grouped by dataset, error bars = std).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -26,6 +31,17 @@ import numpy as np
 import yaml
 
 DEFAULT_METRIC = "test/acc"
+
+# Config keys that name the run rather than the experiment: seeds of one experiment differ in them.
+RUN_SPECIFIC_KEYS = (
+    "seed_everything",
+    "ckpt_path",
+    "trainer.logger.init_args.version",
+    "trainer.logger.init_args.save_dir",
+    "trainer.default_root_dir",
+    "checkpoint.dirpath",
+)
+EVALUATION_ONLY = "evaluation only"
 
 
 class ReportError(Exception):
@@ -41,15 +57,29 @@ class Run:
     dataset: str
     seed: Any
     metrics: dict[str, float]
+    # The experiment's config, flattened to dotted keys, without RUN_SPECIFIC_KEYS.
+    setting: dict[str, str] = field(default_factory=dict)
+    # "fit" for a trained run, EVALUATION_ONLY for a test/validate call's folder (no train/* column).
+    kind: str = "fit"
+
+    @property
+    def experiment(self) -> tuple:
+        return (self.dataset, self.method, self.kind, tuple(sorted(self.setting.items())))
 
 
 @dataclass
 class Group:
-    """The runs of one (method, dataset): per metric, the values over its runs."""
+    """The runs of one experiment (method, dataset, config): per metric, the values over its runs."""
 
     method: str
     dataset: str
     runs: list[Run] = field(default_factory=list)
+    # What tells this group apart from the other groups of its (method, dataset); empty if nothing.
+    variant: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} [{self.variant}]" if self.variant else self.method
 
     def values(self, metric: str) -> np.ndarray:
         return np.asarray([run.metrics[metric] for run in self.runs if metric in run.metrics], dtype=float)
@@ -80,10 +110,14 @@ def find_run_folders(paths: Sequence[str | Path]) -> list[Path]:
     return list(folders)
 
 
-def final_metrics(metrics_csv: Path) -> dict[str, float]:
-    """The last non-empty value of each ``test/*`` column, or of each ``val/*`` column without tests."""
+def _read_rows(metrics_csv: Path) -> list[dict[str, str]]:
     with open(metrics_csv, newline="") as file:
-        rows = list(csv.DictReader(file))
+        return list(csv.DictReader(file))
+
+
+def final_metrics(metrics_csv: Path, rows: list[dict[str, str]] | None = None) -> dict[str, float]:
+    """The last non-empty value of each ``test/*`` column, or of each ``val/*`` column without tests."""
+    rows = _read_rows(metrics_csv) if rows is None else rows
     last: dict[str, float] = {}
     for row in rows:
         for column, value in row.items():
@@ -111,13 +145,28 @@ def read_run(folder: Path) -> Run:
         config = loaded if isinstance(loaded, dict) else {}
     method = _logger_name((config.get("trainer") or {}).get("logger")) or folder.parent.name
     dataset = (config.get("data") or {}).get("dataset") or folder.parent.parent.name
+    rows = _read_rows(folder / "metrics.csv")
+    trained = any(column.startswith("train/") for row in rows[:1] for column in row)
+    setting = {key: value for key, value in _flatten(config).items() if key not in RUN_SPECIFIC_KEYS}
     return Run(
         folder,
         str(method),
         str(dataset),
         config.get("seed_everything"),
-        final_metrics(folder / "metrics.csv"),
+        final_metrics(folder / "metrics.csv", rows),
+        setting,
+        "fit" if trained else EVALUATION_ONLY,
     )
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists and scalars are leaves (as JSON text)."""
+    if isinstance(config, dict) and config:
+        flat: dict[str, str] = {}
+        for key, value in config.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): json.dumps(config, sort_keys=True, default=str)} if prefix else {}
 
 
 def _logger_name(logger: Any) -> str | None:
@@ -130,11 +179,29 @@ def _logger_name(logger: Any) -> str | None:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Runs grouped by (method, dataset), sorted by dataset then method."""
-    groups: dict[tuple[str, str], Group] = {}
+    """Runs grouped by experiment, sorted by dataset, method, then variant."""
+    groups: dict[tuple, Group] = {}
     for run in runs:
-        groups.setdefault((run.dataset, run.method), Group(run.method, run.dataset)).runs.append(run)
-    return [groups[key] for key in sorted(groups)]
+        groups.setdefault(run.experiment, Group(run.method, run.dataset)).runs.append(run)
+    by_name: dict[tuple[str, str], list[Group]] = {}
+    for group in groups.values():
+        by_name.setdefault((group.dataset, group.method), []).append(group)
+    for siblings in by_name.values():
+        if len(siblings) > 1:
+            _name_variants(siblings)
+    return sorted(groups.values(), key=lambda group: (group.dataset, group.method, group.variant))
+
+
+def _name_variants(siblings: list[Group]) -> None:
+    """Label groups of one (method, dataset) by the config keys whose values differ among them."""
+    settings = [group.runs[0].setting for group in siblings]
+    keys = sorted({key for setting in settings for key in setting})
+    differing = [key for key in keys if len({setting.get(key, "–") for setting in settings}) > 1]
+    for group, setting in zip(siblings, settings, strict=True):
+        parts = [f"{key}={setting.get(key, '–')}" for key in differing]
+        if group.runs[0].kind == EVALUATION_ONLY:
+            parts.append(EVALUATION_ONLY)
+        group.variant = ", ".join(parts)
 
 
 def metric_names(runs: Sequence[Run]) -> list[str]:
@@ -161,9 +228,16 @@ def markdown_table(groups: Sequence[Group], metrics: Sequence[str]) -> str:
     for group in groups:
         runs = len(group.runs)
         cells = [_cell(*group.mean_std_n(metric), runs) for metric in metrics]
-        lines.append(
-            "| " + " | ".join([group.method, group.dataset, str(runs), _seeds(group), *cells]) + " |"
-        )
+        lines.append("| " + " | ".join([group.label, group.dataset, str(runs), _seeds(group), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def grouped_folders(groups: Sequence[Group]) -> str:
+    """Which run folders each row averages (so that nothing is averaged unseen)."""
+    lines = ["", "Run folders per row:"]
+    for group in groups:
+        lines.append(f"- {group.label} / {group.dataset}:")
+        lines += [f"  - {run.folder}" for run in sorted(group.runs, key=lambda run: str(run.folder))]
     return "\n".join(lines) + "\n"
 
 
@@ -173,10 +247,11 @@ def write_csv(path: Path, groups: Sequence[Group], metrics: Sequence[str]) -> No
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(
-            ["method", "dataset", "n", "seeds"] + [f"{m} {s}" for m in metrics for s in ("mean", "std", "n")]
+            ["method", "variant", "dataset", "n", "seeds"]
+            + [f"{m} {s}" for m in metrics for s in ("mean", "std", "n")]
         )
         for group in groups:
-            row: list[Any] = [group.method, group.dataset, len(group.runs), _seeds(group)]
+            row: list[Any] = [group.method, group.variant, group.dataset, len(group.runs), _seeds(group)]
             for metric in metrics:
                 mean, std, n = group.mean_std_n(metric)
                 row += ["" if math.isnan(mean) else repr(mean), "" if math.isnan(std) else repr(std), n]
@@ -191,8 +266,8 @@ def bar_chart(path: Path, groups: Sequence[Group], metric: str) -> None:
     import matplotlib.pyplot as plt
 
     datasets = sorted({group.dataset for group in groups})
-    methods = sorted({group.method for group in groups})
-    by_key = {(group.dataset, group.method): group for group in groups}
+    methods = sorted({group.label for group in groups})
+    by_key = {(group.dataset, group.label): group for group in groups}
     width = 0.8 / len(methods)
     figure, axes = plt.subplots(figsize=(max(4.0, 1.5 * len(datasets) * max(1, len(methods) / 2)), 4))
     x = np.arange(len(datasets))
@@ -227,7 +302,7 @@ def build_report(
         metric = metric or DEFAULT_METRIC
         raise ReportError(f"No run has the metric '{metric}' for --metric. Available: {', '.join(metrics)}")
     groups = group_runs(runs)
-    table = markdown_table(groups, metrics)
+    table = markdown_table(groups, metrics) + grouped_folders(groups)
     if output is not None:
         folder = Path(output)
         folder.mkdir(parents=True, exist_ok=True)

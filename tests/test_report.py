@@ -78,7 +78,7 @@ def test_folder_names_and_val_metrics_when_there_is_no_config_and_no_test(tmp_pa
     with open(run / "metrics.csv", "w") as file:
         file.write("epoch,val/acc,train/loss\n0,0.25,1.0\n1,0.75,0.5\n2,,0.4\n")
     main([str(run)])  # a run folder itself, and a single run: no std
-    line = capsys.readouterr().out.splitlines()[-1]
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| supcon |"))
     assert line.startswith("| supcon | mnist | 1 |") and line.endswith("| 0.7500 |")
 
 
@@ -106,3 +106,41 @@ def test_an_unknown_metric_lists_the_available_ones(runs, tmp_path, capsys):
     err = _error([str(runs), "--output", str(tmp_path / "r"), "--metric", "test/accuracy"], capsys)
     assert "test/accuracy" in err and "Available: test/acc, test/nmi" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_runs_of_other_configs_and_test_only_folders_are_not_averaged_together(tmp_path, capsys):
+    """Only the seed and the run folder may differ within a row: a 5-epoch run and a test-only folder
+    of the same logger name are rows of their own, labelled by what differs, and every row lists its
+    folders."""
+    root = tmp_path / "runs" / "quickstart"
+    for version, (epochs, seed, acc) in enumerate([(30, 0, 0.98), (30, 1, 0.96), (5, 0, 0.80)]):
+        folder = root / f"version_{version}"
+        _write_run(folder, "digits", "quickstart", seed, acc)
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config["trainer"]["max_epochs"] = epochs
+        config["trainer"]["logger"]["init_args"]["version"] = version  # run-specific: ignored
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    for version in range(3):  # a trained run has train/* columns
+        path = root / f"version_{version}" / "metrics.csv"
+        text = path.read_text().splitlines()
+        path.write_text("\n".join([text[0] + ",train/loss"] + [line + ",0.5" for line in text[1:]]) + "\n")
+    test_only = root / "version_3"
+    _write_run(test_only, "digits", "quickstart", 0, 0.5)
+    config = yaml.safe_load((test_only / "config.yaml").read_text())
+    config["trainer"]["max_epochs"] = 30
+    (test_only / "config.yaml").write_text(yaml.safe_dump(config))
+
+    main([str(root)])
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0]: line for line in out.splitlines() if line.startswith("| quickstart")}
+    assert set(rows) == {
+        "| quickstart [trainer.max_epochs=30]",
+        "| quickstart [trainer.max_epochs=5]",
+        "| quickstart [trainer.max_epochs=30, evaluation only]",
+    }
+    assert "| digits | 2 | 0 1 | 0.9700 ± 0.0141 |" in rows["| quickstart [trainer.max_epochs=30]"]
+    assert "| digits | 1 | 0 | 0.8000 |" in rows["| quickstart [trainer.max_epochs=5]"]
+    assert "| digits | 1 | 0 | 0.5000 |" in rows["| quickstart [trainer.max_epochs=30, evaluation only]"]
+    listing = out[out.index("Run folders per row:") :]
+    for version in range(4):
+        assert str((root / f"version_{version}").resolve()) in listing
