@@ -30,6 +30,17 @@ def test_a_count_holds_out_seeded_classes_and_relabels_both_sides():
     assert label == test.targets[0]
 
 
+def test_setup_says_once_which_classes_were_held_out(caplog):
+    dm = ImageDataModule("digits", unseen_classes=4, seed=3)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+        dm.setup("test")
+    said = [record.getMessage() for record in caplog.records if "data.unseen_classes" in record.getMessage()]
+    assert len(said) == 1
+    assert f"tested: {', '.join(dm.test_class_names)};" in said[0]
+    assert f"trained on: {', '.join(dm.class_names)}." in said[0]
+
+
 def test_names_and_indices_select_the_unseen_classes():
     dm = ImageDataModule("digits", unseen_classes=["3", 7])
     assert dm.test_class_names == ["3", "7"] and "3" not in dm.class_names

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
 
 from silhouette_lightning.data.balanced_sampler import ClassBalancedSampler, check_balanced_batch
@@ -162,6 +163,7 @@ class ImageDataModule(LightningDataModule):
             # Known before any image is read; setup checks the classes the train split really has.
             check_balanced_batch(batch_size, samples_per_class, self.num_classes)
         self._splits: dict[Split, ImageSplit] = {}
+        self._class_split_announced = False
 
     @property
     def num_classes(self) -> int:
@@ -194,6 +196,13 @@ class ImageDataModule(LightningDataModule):
         """Build the splits ``stage`` needs (all for None); splits built before are kept."""
         for split in STAGE_SPLITS.get(stage, SPLITS) if stage is not None else SPLITS:
             self.split_dataset(split)
+        if self.class_split is not None and not self._class_split_announced:
+            # A drawn count of unseen classes is only reproducible if the run says which were drawn.
+            rank_zero_info(
+                f"data.unseen_classes: held out of training and validation, tested: "
+                f"{', '.join(self.test_class_names)}; trained on: {', '.join(self.class_names)}."
+            )
+            self._class_split_announced = True
         if self.sampler == "balanced" and "train" in self._splits:
             present = len(set(self._splits["train"].targets))
             check_balanced_batch(self.batch_size, self.samples_per_class, present)
