@@ -6,12 +6,14 @@ import torch
 from lightning.pytorch import Trainer
 from pytorch_metric_learning import losses as pml_losses
 
+from silhouette_lightning.cli import main
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.losses import CrossBatchMemory, SoftSilhouetteLoss, SupConLoss
 from silhouette_lightning.models import SmallCNN
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm, SupConTerm
+from tests.cli_args import TINY
 from tests.oracles import silhouette_oracle as oracle
 from tests.oracles.centroid_oracle import centroid_terms
 
@@ -266,3 +268,34 @@ def test_memory_larger_than_the_training_set_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match=rf"model.losses\[1\] \('silhouette'\): memory_size=10000 .*{size}"):
         trainer.fit(model, data)
     assert trainer.global_step == 0
+
+
+def _memory_config(tmp_path, memory_size):
+    config = tmp_path / "memory.yaml"
+    config.write_text(
+        "model:\n  losses:\n    - class_path: silhouette_lightning.terms.CrossEntropyTerm\n"
+        "    - class_path: silhouette_lightning.terms.SoftSilhouetteTerm\n"
+        f"      init_args: {{memory_size: {memory_size}}}\n"
+    )
+    return str(config)
+
+
+@pytest.mark.parametrize(
+    ("memory_size", "message"),
+    [
+        (-1, "memory_size must be an integer >= 0"),
+        (100_000, "memory_size=100000 is larger than the training"),
+    ],
+)
+def test_the_cli_reports_a_bad_memory_size_in_one_line(memory_size, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *TINY, "--config", _memory_config(tmp_path, memory_size), "--trainer.fast_dev_run", "1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_the_cli_trains_with_a_memory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *TINY, "--config", _memory_config(tmp_path, 24), "--trainer.fast_dev_run", "2"])
