@@ -7,9 +7,10 @@ last ``size`` embeddings and labels the loss consumed (Wang et al. 2020, "Cross-
     references = (current batch, with gradient)  ∪  (memory, detached)
 
 while the anchors, and the mean over valid anchors, stay the current batch's. The batch is enqueued
-*after* the loss is computed, so no sample meets its own memory copy from the same step. (A sample's copy
-from an earlier epoch can be in the memory once ``size`` approaches the training set size; the memory
-must therefore not be larger than the training set.)
+*after* the loss is computed, so no sample meets its own copy from the same step. A sample's copy from an
+earlier epoch is among the references when it was among the last ``size`` samples seen (rare while
+``size`` is small against the training set, certain for every sample when it is larger, which is why a
+memory larger than the training set is a configuration error).
 
 Under DDP the loss enqueues the *gathered global* batch, which is identical on every process, so the
 queues stay identical without any communication. Pure PyTorch: the queue is registered buffers, so

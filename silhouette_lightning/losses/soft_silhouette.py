@@ -241,12 +241,13 @@ class SoftSilhouetteLoss(nn.Module):
             references are given, compare the local anchors with the embeddings gathered from all
             processes, with gradient, so the loss and its gradient are those of the global batch.
         memory_size: keep the last ``memory_size`` embeddings and labels the loss consumed (after the
-            normalisation, detached, float32) in a FIFO :class:`CrossBatchMemory` and use them as extra
-            references in training mode: the anchors (the batch) are compared with the batch and the
-            memory, which equals this loss with ``references = concat(batch, memory)`` and the anchors'
-            self pairs excluded. The batch (under DDP the gathered global batch, so every process holds
-            the same queue) is enqueued after the loss is computed. In eval mode the memory is neither
-            used nor updated, so validation losses do not depend on it. 0 (default) = no memory.
+            normalisation, detached, in at least float32) in a FIFO :class:`CrossBatchMemory` and use
+            them as extra references in training mode: the anchors (the batch) are compared with the
+            batch and the memory, which equals this loss with ``references = concat(batch, memory)``
+            and the anchors' self pairs excluded. The batch (under DDP the gathered global batch, so
+            every process holds the same queue) is enqueued after the loss is computed. In eval mode
+            the memory is neither used nor updated, so validation losses do not depend on it.
+            0 (default) = no memory.
 
     An anchor is valid when its class has another member and at least two classes are present. A batch
     without valid anchors (one class, all singletons) gives a loss of 0 that is still connected to the

@@ -129,12 +129,13 @@ class SupConLoss(nn.Module):
             :func:`supcon_per_anchor` for the validity mask).
         gather_distributed: under DDP (more than one process) and without references, compare the
             local anchors with the embeddings of all processes, with gradient: the global-batch loss.
-        memory_size: keep the last ``memory_size`` flattened views and labels the loss consumed (after the
-            normalisation, detached, float32) in a FIFO :class:`CrossBatchMemory` and use them as extra
-            references in training mode (extra positives and extra terms in the denominator): equal to
-            this loss with ``references = concat(batch, memory)`` and the anchors' self pairs excluded.
-            The batch (the gathered global batch under DDP) is enqueued after the loss is computed; in
-            eval mode the memory is neither used nor updated. 0 (default) = no memory.
+        memory_size: keep the last ``memory_size`` flattened views and labels the loss consumed (after
+            the normalisation, detached, in at least float32) in a FIFO :class:`CrossBatchMemory` and
+            use them as extra references in training mode (extra positives and extra terms in the
+            denominator): equal to this loss with ``references = concat(batch, memory)`` and the
+            anchors' self pairs excluded. The batch (the gathered global batch under DDP) is enqueued
+            after the loss is computed; in eval mode the memory is neither used nor updated.
+            0 (default) = no memory.
 
     A batch where no anchor has a positive (all singletons) gives a loss of 0 that is still connected
     to the graph, so ``backward()`` works and distributed ranks stay in step.
