@@ -1,4 +1,5 @@
-"""Training-step time of the objectives on one model: CE, CE + Silhouette, SupCon (2 views), hybrid.
+"""Training-step time of the objectives on one model: CE, CE + Silhouette (without and with a cross-batch
+memory), SupCon (2 views), hybrid.
 
     python benchmarks/train_step.py                                  # CPU, SmallCNN(32), batch 256, 32x32
     python benchmarks/train_step.py --device cuda --backbone resnet18 --precision bf16 --batch-size 512
@@ -8,7 +9,8 @@ One step = forward of all views, the loss terms, backward and an AdamW step, exa
 interleaved rounds (CE, CE+Sil, SupCon, hybrid, CE, ...) so that a slow phase of the machine hits all of
 them alike; the table gives the median step time and its ratio to CE's, measured in the same run.
 SupCon and the hybrid see two views per image, i.e. twice the backbone work of CE: the ratio includes
-that, as it does in training.
+that, as it does in training. The memory row's queue (``--memory-size`` entries, default 4,096) is filled
+before timing, so every timed step compares the batch with a full memory.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from silhouette_lightning.models import SmallCNN, TorchvisionBackbone
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm, SupConTerm
 
+MEMORY_METHOD = "ce_silhouette + memory"
 METHODS = {
     "ce": (lambda: [CrossEntropyTerm()], 1),
     "ce_silhouette": (lambda: [CrossEntropyTerm(), SoftSilhouetteTerm()], 1),
+    MEMORY_METHOD: (lambda size: [CrossEntropyTerm(), SoftSilhouetteTerm(memory_size=size)], 1),
     "supcon (2 views)": (lambda: [SupConTerm()], 2),
     "hybrid (2 views)": (lambda: [CrossEntropyTerm(), SupConTerm(), SoftSilhouetteTerm()], 2),
 }
@@ -44,11 +48,15 @@ def _module(method: str, args: argparse.Namespace) -> tuple[EmbeddingModule, tor
     module = EmbeddingModule(
         backbone=_backbone(args.backbone),
         num_classes=args.classes,
-        losses=terms(),
+        losses=terms(args.memory_size) if method == MEMORY_METHOD else terms(),
         embedding_dim=128,
         online_linear_eval=method.startswith("supcon"),
     ).to(args.device)
     module.train()
+    if method == MEMORY_METHOD:  # a full queue of unit vectors, as after memory_size / batch steps
+        queue = torch.nn.functional.normalize(torch.randn(args.memory_size, 128), dim=1)
+        labels = torch.randint(0, args.classes, (args.memory_size,))
+        module.losses[1].loss.memory.enqueue(queue.to(args.device), labels.to(args.device))
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
     return module, optimizer, views
 
@@ -72,6 +80,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--memory-size", type=int, default=4096, help="cross-batch memory of the memory row")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4, help="steps per method per round")
     parser.add_argument("--precision", choices=("32", "bf16", "fp16"), default="32")
@@ -111,7 +120,7 @@ def main() -> None:
         f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, backbone={args.backbone}, "
         f"batch={args.batch_size}, {args.image_size}x{args.image_size}, "
-        f"precision={args.precision}{scaler_note}\n"
+        f"precision={args.precision}{scaler_note}, memory_size={args.memory_size}\n"
     )
     ce = statistics.median(times["ce"])
     print("| objective | median step (ms) | × CE |\n|---|---|---|")

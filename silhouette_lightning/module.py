@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.losses.checks import check_choice
+from silhouette_lightning.losses.cross_batch_memory import CrossBatchMemory
 from silhouette_lightning.metrics import EmbeddingEvaluation
 from silhouette_lightning.models import Backbone, ProjectionHead
 from silhouette_lightning.terms import CrossEntropyTerm, LossTerm, ModelOutputs
@@ -179,6 +180,21 @@ class EmbeddingModule(LightningModule):
         images, labels = batch
         outputs = self.encode(images)
         return {"embeddings": outputs.embeddings[:, 0], "labels": labels}
+
+    def on_train_start(self) -> None:
+        # Before the first step, once the training set is known (not in __init__: the data comes later).
+        try:
+            size = len(self.trainer.train_dataloader.dataset)
+        except (AttributeError, TypeError):  # an iterable data set, or several loaders: nothing to compare
+            return
+        for index, term in enumerate(self.losses):
+            memories = [m for m in term.modules() if isinstance(m, CrossBatchMemory)]
+            if any(memory.size > size for memory in memories):
+                raise ConfigError(
+                    f"model.losses[{index}] ({term.name!r}): memory_size={memories[0].size} is larger than "
+                    f"the training set ({size} samples), so the memory would hold samples twice, the "
+                    f"anchors' own earlier copies among them. Set memory_size <= {size} (0 turns it off)."
+                )
 
     def on_test_start(self) -> None:
         # Unseen classes (data.unseen_classes): the classifier and the class-bound terms have no outputs

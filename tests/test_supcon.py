@@ -438,6 +438,7 @@ def test_default_arguments_are_the_documented_ones():
         "normalize": True,
         "reduction": "mean",
         "gather_distributed": True,
+        "memory_size": 0,
     }
     assert repr(SupConLoss()) == "SupConLoss(temperature=0.1, normalize=True, reduction='mean')"
 

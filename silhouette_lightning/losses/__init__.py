@@ -1,5 +1,6 @@
 """Pure-PyTorch losses (no Lightning imports): copy them into any training loop."""
 
+from silhouette_lightning.losses.cross_batch_memory import CrossBatchMemory
 from silhouette_lightning.losses.distances import pairwise_distances
 from silhouette_lightning.losses.soft_silhouette import (
     SilhouetteTerms,
@@ -10,6 +11,7 @@ from silhouette_lightning.losses.soft_silhouette import (
 from silhouette_lightning.losses.supcon import SupConLoss, SupConTerms, supcon_per_anchor
 
 __all__ = [
+    "CrossBatchMemory",
     "SilhouetteTerms",
     "SoftSilhouetteLoss",
     "SupConLoss",

@@ -36,6 +36,11 @@ from silhouette_lightning.losses.checks import (
     resolve_references,
 )
 from silhouette_lightning.losses.class_distance_sums import class_distance_sums
+from silhouette_lightning.losses.cross_batch_memory import (
+    CrossBatchMemory,
+    check_memory_size,
+    memory_references,
+)
 from silhouette_lightning.losses.distances import (
     DISTANCES,
     Distance,
@@ -235,6 +240,14 @@ class SoftSilhouetteLoss(nn.Module):
         gather_distributed: when torch.distributed is initialised with more than one process (DDP) and no
             references are given, compare the local anchors with the embeddings gathered from all
             processes, with gradient, so the loss and its gradient are those of the global batch.
+        memory_size: keep the last ``memory_size`` embeddings and labels the loss consumed (after the
+            normalisation, detached, in at least float32) in a FIFO :class:`CrossBatchMemory` and use
+            them as extra references in training mode: the anchors (the batch) are compared with the
+            batch and the memory, which equals this loss with ``references = concat(batch, memory)``
+            and the anchors' self pairs excluded. The batch (under DDP the gathered global batch, so
+            every process holds the same queue) is enqueued after the loss is computed. In eval mode
+            the memory is neither used nor updated, so validation losses do not depend on it.
+            0 (default) = no memory.
 
     An anchor is valid when its class has another member and at least two classes are present. A batch
     without valid anchors (one class, all singletons) gives a loss of 0 that is still connected to the
@@ -251,6 +264,7 @@ class SoftSilhouetteLoss(nn.Module):
         variant: Variant = "pairwise",
         gather_distributed: bool = True,
         temperature_scale: TemperatureScale = "absolute",
+        memory_size: int = 0,
     ) -> None:
         super().__init__()
         check_choice("variant", variant, VARIANTS)
@@ -267,6 +281,7 @@ class SoftSilhouetteLoss(nn.Module):
         self.variant = variant
         self.reduction = reduction
         self.gather_distributed = gather_distributed
+        self.memory = CrossBatchMemory(memory_size) if check_memory_size(memory_size) else None
 
     def extra_repr(self) -> str:
         return (
@@ -286,7 +301,8 @@ class SoftSilhouetteLoss(nn.Module):
 
         With ``ref_embeddings`` ``[M, D]`` / ``ref_labels`` ``[M]`` the anchors are compared with those
         references instead of with each other; the references are taken to be *other* samples
-        (as in pytorch-metric-learning), so no pair is excluded.
+        (as in pytorch-metric-learning), so no pair is excluded. A loss with a memory takes no references
+        in training mode.
         """
         # Check before normalising, so a wrong shape or dtype is our ValueError, not a torch error.
         check_embeddings_and_labels(embeddings, labels)
@@ -300,6 +316,12 @@ class SoftSilhouetteLoss(nn.Module):
         distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
         if distributed:  # local anchors against everyone's embeddings (see distributed.py)
             ref_embeddings, ref_labels, self_index = global_references(embeddings, labels)
+        memory = self.memory if self.training else None
+        if memory is not None:  # the batch (global under DDP) and, detached, the memory
+            queued = (embeddings, labels) if ref_embeddings is None else (ref_embeddings, ref_labels)
+            ref_embeddings, ref_labels, self_index = memory_references(
+                memory, embeddings, labels, ref_embeddings, ref_labels, self_index
+            )
         terms = silhouette_terms(
             embeddings,
             labels,
@@ -313,4 +335,6 @@ class SoftSilhouetteLoss(nn.Module):
             temperature_scale=self.temperature_scale,
         )
         per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
+        if memory is not None:  # after the loss: a sample is never its own reference from the memory
+            memory.enqueue(*queued)
         return reduce_anchors(per_anchor, terms.valid, self.reduction, distributed)

@@ -31,6 +31,11 @@ from silhouette_lightning.losses.checks import (
     check_temperature,
     resolve_references,
 )
+from silhouette_lightning.losses.cross_batch_memory import (
+    CrossBatchMemory,
+    check_memory_size,
+    memory_references,
+)
 from silhouette_lightning.losses.distances import as_compute_dtype, l2_normalize
 from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
 
@@ -124,6 +129,13 @@ class SupConLoss(nn.Module):
             :func:`supcon_per_anchor` for the validity mask).
         gather_distributed: under DDP (more than one process) and without references, compare the
             local anchors with the embeddings of all processes, with gradient: the global-batch loss.
+        memory_size: keep the last ``memory_size`` flattened views and labels the loss consumed (after
+            the normalisation, detached, in at least float32) in a FIFO :class:`CrossBatchMemory` and
+            use them as extra references in training mode (extra positives and extra terms in the
+            denominator): equal to this loss with ``references = concat(batch, memory)`` and the
+            anchors' self pairs excluded. The batch (the gathered global batch under DDP) is enqueued
+            after the loss is computed; in eval mode the memory is neither used nor updated.
+            0 (default) = no memory.
 
     A batch where no anchor has a positive (all singletons) gives a loss of 0 that is still connected
     to the graph, so ``backward()`` works and distributed ranks stay in step.
@@ -135,6 +147,7 @@ class SupConLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         gather_distributed: bool = True,
+        memory_size: int = 0,
     ) -> None:
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
@@ -143,6 +156,7 @@ class SupConLoss(nn.Module):
         self.normalize = normalize
         self.reduction = reduction
         self.gather_distributed = gather_distributed
+        self.memory = CrossBatchMemory(memory_size) if check_memory_size(memory_size) else None
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
@@ -160,7 +174,7 @@ class SupConLoss(nn.Module):
         every label repeated ``V`` times. With ``ref_embeddings`` ``[M, D]`` (or ``[M, V, D]``) /
         ``ref_labels`` ``[M]`` the anchors are compared with those references instead of with each
         other; the references are taken to be *other* samples (as in pytorch-metric-learning), so no
-        pair is excluded.
+        pair is excluded. A loss with a memory takes no references in training mode.
         """
         if (ref_embeddings is None) != (ref_labels is None):
             raise ValueError(
@@ -180,6 +194,12 @@ class SupConLoss(nn.Module):
         distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
         if distributed:  # local anchors against everyone's embeddings (see distributed.py)
             ref_embeddings, ref_labels, self_index = global_references(embeddings, labels)
+        memory = self.memory if self.training else None
+        if memory is not None:  # the batch (global under DDP) and, detached, the memory
+            queued = (embeddings, labels) if ref_embeddings is None else (ref_embeddings, ref_labels)
+            ref_embeddings, ref_labels, self_index = memory_references(
+                memory, embeddings, labels, ref_embeddings, ref_labels, self_index
+            )
         terms = supcon_per_anchor(
             embeddings,
             labels,
@@ -188,6 +208,8 @@ class SupConLoss(nn.Module):
             temperature=self.temperature,
             self_index=self_index,
         )
+        if memory is not None:  # after the loss: a sample is never its own reference from the memory
+            memory.enqueue(*queued)
         return reduce_anchors(terms.loss, terms.valid, self.reduction, distributed)
 
 

@@ -18,6 +18,10 @@ class SoftSilhouetteTerm(LossTerm):
         weight, input, views, name: see :class:`LossTerm`.
         distance, soft_min, temperature, normalize, variant, temperature_scale: see
             :class:`SoftSilhouetteLoss`.
+        memory_size: cross-batch memory of the last ``memory_size`` samples the term consumed, used as
+            extra references in training (see :class:`SoftSilhouetteLoss`). With ``views: all`` every
+            view is a sample, so the memory holds ``memory_size / V`` images. 0 (default) = off; at most
+            the training set size.
     """
 
     default_name = "silhouette"
@@ -34,6 +38,7 @@ class SoftSilhouetteTerm(LossTerm):
         normalize: bool = True,
         variant: Variant = "pairwise",
         temperature_scale: TemperatureScale = "absolute",
+        memory_size: int = 0,
     ) -> None:
         super().__init__(weight=weight, input=input, views=views, name=name)
         self.loss = SoftSilhouetteLoss(
@@ -43,6 +48,7 @@ class SoftSilhouetteTerm(LossTerm):
             normalize=normalize,
             variant=variant,
             temperature_scale=temperature_scale,
+            memory_size=memory_size,
         )
 
     def compute(self, inputs: Tensor, labels: Tensor) -> Tensor:

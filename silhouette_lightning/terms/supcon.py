@@ -18,6 +18,9 @@ class SupConTerm(LossTerm):
     Args:
         weight, input, views, name: see :class:`LossTerm`.
         temperature, normalize: see :class:`SupConLoss`.
+        memory_size: cross-batch memory of the last ``memory_size`` samples (views) the term consumed,
+            used as extra references in training (see :class:`SupConLoss`). 0 (default) = off; at most
+            the training set size.
     """
 
     default_name = "supcon"
@@ -30,9 +33,10 @@ class SupConTerm(LossTerm):
         name: str | None = None,
         temperature: float = 0.1,
         normalize: bool = True,
+        memory_size: int = 0,
     ) -> None:
         super().__init__(weight=weight, input=input, views=views, name=name)
-        self.loss = SupConLoss(temperature=temperature, normalize=normalize)
+        self.loss = SupConLoss(temperature=temperature, normalize=normalize, memory_size=memory_size)
 
     def compute(self, inputs: Tensor, labels: Tensor) -> Tensor:
         return self.loss(inputs, labels)
