@@ -11,6 +11,7 @@ from silhouette_lightning.models import SmallCNN
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm
 from tests.cli_args import QUICKSTART, REPO
+from tests.oracles import silhouette_oracle as oracle
 
 
 class _NaNAtStep(SoftSilhouetteTerm):
@@ -86,20 +87,50 @@ def test_trainer_configs_parse(name, capsys):
     assert info.value.code == 0
 
 
-def test_bf16_mixed_on_the_cpu_trains_close_to_float32(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    losses = {}
-    for precision in ("cpu", "bf16"):
-        cli = run_cli(
-            ["fit", "--config", QUICKSTART, "--config", str(REPO / "configs" / "trainer" / "cpu.yaml"),
-             "--config", str(REPO / "configs" / "trainer" / f"{precision}.yaml"),
-             "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-             "--test_after_fit", "false",
-             "--model.backbone.init_args.width", "8", "--trainer.deterministic", "false"]
+def test_under_bf16_mixed_the_module_computes_the_silhouette_term_in_float32():
+    """Under bf16 autocast the network's outputs are bf16, and the silhouette term on them equals float64
+    arithmetic (a naive loop) on those same rounded embeddings: the term itself adds no bf16 rounding.
+
+    (It replaces comparing a bf16 training run with a float32 one: two runs' trajectories drift apart by
+    the network's own rounding, 3-36 % on the silhouette term after two epochs depending on the thread
+    count, which says nothing about our arithmetic.)
+    """
+    torch.manual_seed(0)
+    for temperature_scale in ("relative", "absolute"):
+        term = SoftSilhouetteTerm(temperature=0.1, temperature_scale=temperature_scale)
+        model = EmbeddingModule(SmallCNN(width=8), 10, losses=[CrossEntropyTerm(), term], embedding_dim=16)
+        data = ImageDataModule("digits", image_size=16, batch_size=64)
+        data.setup("fit")
+        images, labels = next(iter(data.train_dataloader()))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = model.encode(images)
+            value = term(outputs, labels)
+        assert outputs.embeddings.dtype == torch.bfloat16  # autocast really ran the network in bf16
+        assert value.dtype == torch.float32
+        x = oracle.normalize_rows(oracle.to_rows(outputs.embeddings[:, 0].detach().double()))
+        terms = oracle.silhouette_terms(
+            x, oracle.to_labels(labels), metric="euclidean", kind="softmax", temperature=0.1,
+            temperature_scale=temperature_scale,
         )  # fmt: skip
-        losses[precision] = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if "loss" in k}
-    for key, value in losses["cpu"].items():
-        assert torch.isfinite(torch.tensor(losses["bf16"][key]))
-        # Two epochs of bf16 rounding in the network (not in the losses, which run in float32): the epoch
-        # losses agree within 15 % relative (measured: 3-8 %).
-        assert abs(losses["bf16"][key] - value) <= 0.15 * abs(value) + 0.02, (key, value, losses["bf16"][key])
+        expected = sum((1 - t[0]) / 2 for t in terms if t[3]) / sum(1 for t in terms if t[3])
+        assert abs(value.item() - expected) <= 1e-5 * abs(expected) + 1e-7, (temperature_scale, value)
+
+
+def test_a_short_bf16_mixed_run_stays_finite_and_learns(tmp_path, monkeypatch):
+    """Two epochs of the quick start in bf16-mixed: every logged value finite, and the embedding and the
+    classifier far above chance (10 classes). Measured: val/acc 0.84-0.88, precision@1 0.94-0.95 with 1 and
+    2 threads; float32 0.89 / 0.94."""
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(
+        ["fit", "--config", QUICKSTART, "--config", str(REPO / "configs" / "trainer" / "cpu.yaml"),
+         "--config", str(REPO / "configs" / "trainer" / "bf16.yaml"),
+         "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+         "--test_after_fit", "false",
+         "--model.backbone.init_args.width", "8", "--trainer.deterministic", "false"]
+    )  # fmt: skip
+    assert cli.trainer.precision == "bf16-mixed"
+    logged = {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
+    assert {"val/loss", "val/loss/silhouette", "val/acc", "val/precision_at_1"} <= set(logged)
+    assert all(torch.isfinite(torch.tensor(value)) for value in logged.values()), logged
+    assert logged["val/acc"] > 0.5 and logged["val/precision_at_1"] > 0.5, logged
+    assert logged["val/loss/silhouette"] < 0.4, logged  # 0.5 = no structure at all
