@@ -214,4 +214,4 @@ def check_config(
     for callback in trainer.get("callbacks") or []:
         monitor = getattr(callback, "monitor", None)
         if isinstance(monitor, str) and monitor not in candidates:
-            check_monitor(f"the {type(callback).__name__} callback's monitor", monitor, logged)
+            check_monitor(f"trainer.callbacks {type(callback).__name__}.monitor", monitor, logged)

@@ -110,6 +110,16 @@ def test_bad_key_or_type_names_the_key_and_exits_nonzero(override, message, caps
         # Lightning: a MisconfigurationException at the end of the first epoch.
         (["--checkpoint.monitor", "val/accuracy"], "checkpoint.monitor is 'val/accuracy'"),
         (["--model.report_accuracy", "false", "--checkpoint.monitor", "val/acc"], "Did you mean"),
+        (
+            [
+                "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+                "--trainer.callbacks.monitor",
+                "val/los",
+            ],
+            "trainer.callbacks EarlyStopping.monitor is 'val/los', but no metric of that name is logged",
+        ),
+        (["--data.batch_size", "-3"], "data.batch_size must be >= 1"),
+        (["--data.num_workers", "-1"], "data.num_workers must be >= 0"),
     ],
 )
 def test_bad_values_are_a_short_error_before_training(override, message, capsys, tmp_path):
