@@ -4,7 +4,9 @@ Lightning accepts some settings that cannot do what the user meant and only noti
 ``fit`` with ``max_epochs: 0`` or ``limit_train_batches: 0`` trains nothing (and ``test_after_fit`` then
 fails on the missing best checkpoint), an unknown accelerator or strategy name is a ``ValueError`` deep in
 the Trainer's constructor, an image too small for the backbone fails inside a convolution on the first
-batch, and a ``checkpoint.monitor`` that no metric logs fails at the end of the first epoch. Each function
+batch, a ``checkpoint.monitor`` that no metric logs fails at the end of the first epoch, and one on a
+validation metric with ``limit_val_batches: 0`` ranks nothing (``test_after_fit`` then fails after the
+whole training). Each function
 here turns one of them into a :class:`~silhouette_lightning.errors.ConfigError` with a one-line message
 that names the key and says what to change; :class:`silhouette_lightning.cli.SilhouetteCLI` runs them.
 """
@@ -206,12 +208,26 @@ def check_config(
         check_image_size(backbone, image_size)
     if subcommand != "fit" or not hasattr(model, "logged_metric_names"):
         return
+    monitors = [("checkpoint.monitor", getattr(checkpoint, "monitor", None))]
+    monitors += [
+        (f"trainer.callbacks {type(callback).__name__}.monitor", getattr(callback, "monitor", None))
+        for callback in trainer.get("callbacks") or []
+    ]
+    validation = model.logged_metric_names("val")
+    logged = [*model.logged_metric_names("train"), *validation]
+    if trainer.get("limit_val_batches") == 0 and not trainer.get("fast_dev_run"):
+        # No validation loop: Lightning then saves no best checkpoint, and test_after_fit fails after
+        # the whole training on `ckpt_path="best"`.
+        for key, monitor in monitors:
+            if monitor in validation:
+                raise ConfigError(
+                    f"{key} is {monitor!r}, a validation metric, but trainer.limit_val_batches is 0, so "
+                    "validation never runs and nothing could be ranked by it: let validation run "
+                    "(trainer.limit_val_batches > 0) or monitor a training metric, e.g. "
+                    "--checkpoint.monitor train/loss --checkpoint.mode min."
+                )
+        logged = model.logged_metric_names("train")
     # ModelCheckpoint and EarlyStopping also accept the "epoch" and "step" that Lightning adds.
-    logged = [*model.logged_metric_names("train"), *model.logged_metric_names("val")]
-    candidates = [*logged, "epoch", "step"]
-    if checkpoint is not None and getattr(checkpoint, "monitor", None) not in candidates:
-        check_monitor("checkpoint.monitor", checkpoint.monitor, logged)
-    for callback in trainer.get("callbacks") or []:
-        monitor = getattr(callback, "monitor", None)
-        if isinstance(monitor, str) and monitor not in candidates:
-            check_monitor(f"trainer.callbacks {type(callback).__name__}.monitor", monitor, logged)
+    for key, monitor in monitors:
+        if isinstance(monitor, str) and monitor not in (*logged, "epoch", "step"):
+            check_monitor(key, monitor, logged)

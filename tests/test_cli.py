@@ -118,6 +118,8 @@ def test_bad_key_or_type_names_the_key_and_exits_nonzero(override, message, caps
             ],
             "trainer.callbacks EarlyStopping.monitor is 'val/los', but no metric of that name is logged",
         ),
+        # Lightning: trains without validation, then test_after_fit fails on the missing best checkpoint.
+        (["--trainer.limit_val_batches", "0"], "checkpoint.monitor is 'val/loss', a validation metric"),
         (["--data.batch_size", "-3"], "data.batch_size must be >= 1"),
         (["--data.num_workers", "-1"], "data.num_workers must be >= 0"),
     ],

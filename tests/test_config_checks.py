@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from silhouette_lightning.config_checks import (
+    check_config,
     check_config_files,
     check_image_size,
     check_monitor,
@@ -121,3 +122,37 @@ def test_dry_forward_needs_no_gradient():
     check_image_size(backbone, 8)
     assert all(p.grad is None for p in backbone.parameters())
     assert torch.is_grad_enabled()
+
+
+class _Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = SmallCNN(width=2)
+
+    def logged_metric_names(self, stage):
+        return [f"{stage}/loss"] if stage == "train" else [f"{stage}/loss", f"{stage}/acc"]
+
+
+class _Data:
+    def __init__(self, image_size=8):
+        self.image_size = image_size
+
+
+class _Checkpoint:
+    def __init__(self, monitor):
+        self.monitor = monitor
+
+
+def test_check_config_monitors_against_the_models_names():
+    for monitor in ("val/acc", "train/loss", "epoch", "step", None):  # Lightning adds epoch and step
+        check_config("fit", {}, _Model(), _Data(), _Checkpoint(monitor))
+    message = _error(check_config, "fit", {}, _Model(), _Data(), _Checkpoint("val/accuracy"))
+    assert "Did you mean 'val/acc'" in message
+    check_config("test", {}, _Model(), _Data(), _Checkpoint("val/accuracy"))  # only fit ranks checkpoints
+    # Without validation, only the training metrics are logged.
+    no_validation = {"limit_val_batches": 0}
+    message = _error(check_config, "fit", no_validation, _Model(), _Data(), _Checkpoint("val/acc"))
+    assert "a validation metric, but trainer.limit_val_batches is 0" in message
+    check_config("fit", no_validation, _Model(), _Data(), _Checkpoint("train/loss"))
+    # The image size is checked for every subcommand.
+    assert "--data.image_size 4" in _error(check_config, "predict", {}, _Model(), _Data(image_size=2))
