@@ -28,9 +28,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
+from silhouette_lightning.config_checks import check_config, check_config_files
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
-from silhouette_lightning.launch_checks import check_launch, close_process_group
+from silhouette_lightning.launch_checks import check_launch, close_process_group, report_to_torchrun
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.resume import continue_metrics_csv, find_resume_point
 
@@ -65,6 +66,11 @@ class SilhouetteCLI(LightningCLI):
             "folder. Ignored by the other subcommands.",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # An empty or non-mapping --config file: one line naming it instead of jsonargparse's usage page.
+        check_config_files(sys.argv[1:] if args is None else args if isinstance(args, list) else [])
+        super().parse_arguments(parser, args)
+
     def instantiate_trainer(self, **kwargs) -> Trainer:
         """Rich progress bar and model summary by default, unless disabled or replaced in the config;
         for ``predict``, an :class:`EmbeddingWriter` unless the config has a prediction writer.
@@ -73,6 +79,9 @@ class SilhouetteCLI(LightningCLI):
         ``enable_progress_bar: false``.)
         """
         config = self._get(self.config_init, "trainer", default={})
+        # Settings that would train nothing, fail late or with a misleading message (config_checks).
+        checkpoint = self._get(self.config_init, "checkpoint", default=None)
+        check_config(self.subcommand, config, self.model, self.datamodule, checkpoint)
         # Devices, nodes and the launcher (torchrun, SLURM) must agree before anything starts; Lightning
         # would otherwise fail late, hang waiting for a node, or silently run independent copies.
         check_launch(
@@ -203,6 +212,7 @@ def main(args: list[str] | None = None) -> None:
             raise
         # A user mistake or a diverged run: the message says what to change; a stack trace would bury it.
         print(f"silhouette-fit: error: {user_error}", file=sys.stderr)
+        report_to_torchrun(f"silhouette-fit: error: {user_error}")
         raise SystemExit(2 if isinstance(user_error, ConfigError) else 1) from error
 
 

@@ -26,8 +26,10 @@ What is checked:
   is how Lightning's ``SLURMEnvironment.detect()`` decides): ``SLURM_NTASKS`` must equal
   ``devices x num_nodes``, ``SLURM_NTASKS_PER_NODE`` must equal ``devices`` and ``SLURM_NNODES`` must equal
   ``num_nodes``; ``--ntasks`` without ``--ntasks-per-node`` is refused (Lightning refuses it too).
-* ``num_nodes > 1`` with no launcher at all (no torchrun, SLURM, LSF or MPI variables and neither
-  ``MASTER_ADDR`` nor ``NODE_RANK`` set): the run would wait for nodes that never come.
+* ``num_nodes > 1`` with no launcher at all (no torchrun, SLURM, LSF or MPI variables and no
+  ``NODE_RANK``/``GROUP_RANK``): the run would wait for nodes that never come. A ``MASTER_ADDR`` alone
+  does not count: it is often left over in a shell from an earlier job, and Lightning's "general cluster"
+  recipe needs ``NODE_RANK`` on every node (without it every node is node 0, and node 0 waits forever).
 
 An ``accelerator``, ``strategy`` or ``plugins`` given as objects that this module does not know (a custom
 accelerator, a strategy or plugin that brings its own ``ClusterEnvironment``) switch the corresponding
@@ -46,9 +48,10 @@ from silhouette_lightning.errors import ConfigError
 
 _SLURM_IGNORED_JOB_NAMES = ("bash", "interactive")  # Lightning leaves SLURM alone for these job names
 # Variables of the launchers Lightning detects besides torchrun and SLURM (LSF, MPI), and of its own
-# "general cluster" recipe (MASTER_ADDR, NODE_RANK set by hand on every node).
+# "general cluster" recipe (MASTER_ADDR, MASTER_PORT, NODE_RANK set by hand on every node). MASTER_ADDR is
+# not among them: set alone (a leftover export), Lightning makes every node node 0, and a 2-node run waits
+# forever for its second node.
 _OTHER_LAUNCHER_VARIABLES = (
-    "MASTER_ADDR",
     "NODE_RANK",
     "GROUP_RANK",
     "LSB_JOBID",
@@ -107,12 +110,19 @@ def check_launch(
     elif _in_slurm_job(environ):
         _check_slurm(per_node, num_nodes, environ)
     elif num_nodes > 1 and not any(name in environ for name in _OTHER_LAUNCHER_VARIABLES):
+        leftover = (
+            f" (MASTER_ADDR={environ['MASTER_ADDR']!r} is set, but without NODE_RANK every node would be "
+            "node 0; unset it if it is left over from another job)"
+            if "MASTER_ADDR" in environ
+            else ""
+        )
         raise ConfigError(
             f"trainer.num_nodes is {num_nodes}, but this process was not started by a multi-node launcher "
-            "(no torchrun or SLURM variables, no MASTER_ADDR/NODE_RANK): it would wait for the other nodes "
+            f"(no torchrun or SLURM variables, no NODE_RANK){leftover}: it would wait for the other nodes "
             "forever. Start it on every node with `torchrun --nnodes=N --node_rank=R --nproc_per_node="
             "<devices> --master_addr=<node 0> --master_port=<port> -m silhouette_lightning fit ...` or with "
-            "`srun` in an sbatch job (docker/slurm/fit.sbatch), or set --trainer.num_nodes 1."
+            "`srun` in an sbatch job (docker/slurm/fit.sbatch), or export MASTER_ADDR, MASTER_PORT and "
+            "NODE_RANK on every node; or set --trainer.num_nodes 1."
         )
     return per_node
 
@@ -311,3 +321,25 @@ def close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def report_to_torchrun(message: str) -> None:
+    """Hand a worker's one-line error to torchrun, if this process runs under it.
+
+    When a worker exits with an error, torchrun's agent raises its own ``ChildFailedError``: a traceback of
+    torchrun's code and a failure table whose ``traceback :`` field says "To enable traceback see: ..."
+    unless the worker wrote the error file torchrun names in ``TORCHELASTIC_ERROR_FILE``. Written here as a
+    plain message, that field (the last thing torchrun prints, under "Root Cause") is this message. The
+    agent's own traceback above it cannot be switched off from the worker.
+    """
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or os.environ.get("TORCHELASTIC_RUN_ID") is None:
+        return
+    import json
+    import time
+
+    try:
+        with open(path, "w") as file:
+            json.dump({"message": message, "timestamp": int(time.time())}, file)
+    except OSError:
+        pass  # the message was printed already; the file only improves torchrun's summary

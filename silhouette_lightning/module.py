@@ -289,6 +289,22 @@ class EmbeddingModule(LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_embedding_metrics("test")
 
+    def logged_metric_names(self, stage: str) -> list[str]:
+        """The metric names this module logs in ``stage`` (``"train"``, ``"val"``, ``"test"``), e.g. to
+        check a ``checkpoint.monitor`` before training: ``<stage>/loss``, ``<stage>/loss/<term name>``,
+        ``<stage>/loss/linear_eval`` (``online_linear_eval``), ``<stage>/acc`` (``report_accuracy``) and,
+        outside training, the embedding metrics. (A test on unseen classes logs the embedding metrics only.)
+        """
+        check_choice("stage", stage, ("train", "val", "test"))
+        names = ["loss", *(f"loss/{term.name}" for term in self.losses)]
+        if self.online_linear_eval:
+            names.append("loss/linear_eval")
+        if self.report_accuracy:
+            names.append("acc")
+        if stage != "train":
+            names += self._embedding_metrics(stage).names()
+        return [f"{stage}/{name}" for name in names]
+
     def _embedding_metrics(self, stage: str) -> EmbeddingEvaluation:
         return self.val_embedding_metrics if stage == "val" else self.test_embedding_metrics
 

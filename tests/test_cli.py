@@ -9,7 +9,7 @@ import torch
 
 from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.module import EmbeddingModule
-from tests.cli_args import QUICKSTART, TINY
+from tests.cli_args import CONFIGS, QUICKSTART, TINY
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +97,31 @@ def test_bad_key_or_type_names_the_key_and_exits_nonzero(override, message, caps
             ],
             "temperature must be >= 0",
         ),
+        # Lightning would train nothing (then test_after_fit fails on the missing best checkpoint).
+        (["--trainer.max_epochs", "0"], "trainer.max_epochs is 0"),
+        (["--trainer.max_epochs", "-2"], "trainer.max_epochs is -2"),
+        (["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches is 0,"),
+        (["--trainer.limit_train_batches", "0.0"], "trainer.limit_train_batches is 0.0,"),
+        # Lightning: a ValueError from deep inside the Trainer's constructor.
+        (["--trainer.accelerator", "gpux"], "trainer.accelerator 'gpux' is unknown. Did you mean 'gpu'?"),
+        (["--trainer.strategy", "ddpx"], "trainer.strategy 'ddpx' is unknown. Did you mean 'ddp'?"),
+        # Lightning: "Output size is too small" from a max-pool on the first batch.
+        (["--data.image_size", "2"], "data.image_size 2 is too small for model.backbone (SmallCNN)"),
+        # Lightning: a MisconfigurationException at the end of the first epoch.
+        (["--checkpoint.monitor", "val/accuracy"], "checkpoint.monitor is 'val/accuracy'"),
+        (["--model.report_accuracy", "false", "--checkpoint.monitor", "val/acc"], "Did you mean"),
+        (
+            [
+                "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+                "--trainer.callbacks.monitor",
+                "val/los",
+            ],
+            "trainer.callbacks EarlyStopping.monitor is 'val/los', but no metric of that name is logged",
+        ),
+        # Lightning: trains without validation, then test_after_fit fails on the missing best checkpoint.
+        (["--trainer.limit_val_batches", "0"], "checkpoint.monitor is 'val/loss', a validation metric"),
+        (["--data.batch_size", "-3"], "data.batch_size must be >= 1"),
+        (["--data.num_workers", "-1"], "data.num_workers must be >= 0"),
     ],
 )
 def test_bad_values_are_a_short_error_before_training(override, message, capsys, tmp_path):
@@ -111,3 +136,32 @@ def test_python_dash_m_is_the_same_command():
         [sys.executable, "-m", "silhouette_lightning", "--help"], capture_output=True, text=True, check=True
     )
     assert "fit" in result.stdout and "predict" in result.stdout
+
+
+@pytest.mark.parametrize(("text", "expected"), [("", "is empty"), ("- fit\n", "YAML list"), ("3\n", "int")])
+def test_empty_or_non_mapping_config_file_is_one_line_naming_it(text, expected, capsys, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert _exit_code(["fit", "--config", QUICKSTART, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"silhouette-fit: error: --config {path}" in err and expected in err
+    assert "usage:" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--model.report_accuracy", "false", "--checkpoint.monitor", "val/loss"],
+        ["--config", str(CONFIGS / "method" / "corel_cosine.yaml"), "--checkpoint.monitor", "val/loss"],
+    ],
+)
+def test_logged_metric_names_are_what_a_run_logs(extra):
+    args = [*TINY, *extra, "--trainer.fast_dev_run", "1", "--trainer.logger", "false"]
+    cli = run_cli(args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    logged = set(cli.trainer.callback_metrics)
+    expected = cli.model.logged_metric_names("train") + cli.model.logged_metric_names("val")
+    assert len(expected) == len(set(expected)) and logged == set(expected)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    assert set(cli.trainer.callback_metrics) == set(cli.model.logged_metric_names("test"))

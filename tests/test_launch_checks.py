@@ -189,6 +189,14 @@ def test_several_nodes_without_a_launcher_would_wait_forever():
     assert "--trainer.num_nodes 1" in message and "torchrun --nnodes" in message
     # Lightning's "general cluster" recipe: MASTER_ADDR/NODE_RANK set by hand on every node.
     assert check_launch("cpu", 1, 2, environ={"MASTER_ADDR": "node0", "NODE_RANK": "1"}) == 1
+    assert check_launch("cpu", 1, 2, environ={"NODE_RANK": "0"}) == 1
+
+
+def test_a_leftover_master_addr_is_not_a_launcher():
+    # Without NODE_RANK, Lightning makes this node 0 and waits forever for node 1 (issue 10).
+    message = _error(accelerator="cpu", devices=1, num_nodes=2, environ={"MASTER_ADDR": "10.0.0.7"})
+    assert "MASTER_ADDR='10.0.0.7'" in message and "NODE_RANK" in message
+    assert "--trainer.num_nodes 1" in message
 
 
 def test_own_cluster_environment_switches_the_launcher_checks_off():

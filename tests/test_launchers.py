@@ -320,10 +320,21 @@ def _poll(condition, processes: list[subprocess.Popen], logs: list[Path], timeou
             ["--trainer.num_nodes 1", "torchrun"],
         ),
         ("plain", ["--trainer.accelerator", "gpu", "--trainer.devices", "2"], ["--trainer.accelerator cpu"]),
+        # A MASTER_ADDR left over in the shell (no NODE_RANK): without the check this waits forever too.
+        (
+            "leftover",
+            ["--trainer.devices", "1", "--trainer.num_nodes", "2"],
+            ["MASTER_ADDR='127.0.0.1' is set", "--trainer.num_nodes 1"],
+        ),
     ],
 )
 def test_launch_mistake_is_a_one_line_error_before_anything_starts(tmp_path, env_kind, override, messages):
-    env = _slurm_env(0, _free_port()) if env_kind == "slurm" else _env()
+    environments = {
+        "slurm": lambda: _slurm_env(0, _free_port()),
+        "plain": _env,
+        "leftover": lambda: _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())),
+    }
+    env = environments[env_kind]()
     command = [sys.executable, "-m", "silhouette_lightning", *_fit_args(tmp_path, *override)]
     process = _start(command, tmp_path / "out.log", tmp_path, env)
     (code,) = _wait([process], [tmp_path / "out.log"], timeout=90)
@@ -345,8 +356,13 @@ def test_torchrun_with_fewer_devices_than_processes_stops_before_training(tmp_pa
     output = (tmp_path / "out.log").read_text()
     assert code != 0
     # (torchrun may stop the second process before it gets there)
-    assert "silhouette-fit: error: torchrun started 2 process(es) on this node" in output
+    line = "silhouette-fit: error: torchrun started 2 process(es) on this node"
+    assert line in output
     assert "--nproc_per_node" in output and "--trainer.devices 2" in output
+    # torchrun's own traceback follows; its closing summary names the mistake (the workers' error file),
+    # not "To enable traceback see ...".
+    root_cause = output.rpartition("Root Cause")[2]
+    assert f"traceback : {line}" in root_cause and "To enable traceback" not in root_cause
     assert not (tmp_path / "runs").exists()
 
 

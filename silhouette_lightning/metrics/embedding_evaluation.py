@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from silhouette_lightning.metrics.clustering import ClusteringMetrics
-from silhouette_lightning.metrics.retrieval import RetrievalMetrics
+from silhouette_lightning.metrics.retrieval import RetrievalMetrics, metric_names
 from silhouette_lightning.metrics.silhouette_score import SilhouetteScore
 
 
@@ -29,6 +29,11 @@ class EmbeddingEvaluation(nn.Module):
         self.silhouette = SilhouetteScore()
         self.retrieval = RetrievalMetrics(k=k, distance="cosine")
         self.clustering = ClusteringMetrics(seed=seed)
+
+    def names(self) -> list[str]:
+        """The keys of :meth:`compute`, known before any sample (for checks such as
+        ``checkpoint.monitor``)."""
+        return ["silhouette", *metric_names(self.retrieval.k), "nmi", "ami"]
 
     def update(self, embeddings: Tensor, labels: Tensor) -> None:
         embeddings = embeddings.detach().float()
