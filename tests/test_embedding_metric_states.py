@@ -112,6 +112,11 @@ def test_module_dtype_casts_leave_the_metric_working(metric_class):
     holder.to(torch.float64)  # Module.to keeps integer tensors
     assert holder.metric.labels[0].dtype == torch.int64
     assert_close(holder.metric.compute(), oracle(metric_class, x, y), tol=1e-5)
+    # Device moves still move the labels (the meta device stands in for an accelerator).
+    holder.metric.set_dtype(torch.float64)
+    holder.to("meta")
+    assert holder.metric.labels[0].device.type == "meta" and holder.metric.labels[0].dtype == torch.int64
+    assert holder.metric.embeddings[0].device.type == "meta"
 
 
 # --------------------------------------------------------------------------------------------------
