@@ -457,6 +457,7 @@ NO_VALID = {
     "single-class": (torch.randn(5, 3, dtype=F64), torch.zeros(5, dtype=torch.long)),
     "all-singletons": (torch.randn(4, 3, dtype=F64), torch.tensor([3, 1, 0, 2])),
     "one-sample": (torch.randn(1, 3, dtype=F64), torch.tensor([4])),
+    "empty-batch": (torch.randn(0, 3, dtype=F64), torch.zeros(0, dtype=torch.long)),
 }
 
 
@@ -477,6 +478,23 @@ def test_no_valid_anchor_gives_connected_zero(case, reduction, distance, soft_mi
     assert (silhouette_samples(x, y, distance, soft_min) == 0).all()
     terms = silhouette_terms(x, y, distance=distance, soft_min=soft_min, temperature=0.1)
     assert not terms.valid.any()
+
+
+@pytest.mark.parametrize("variant", ["pairwise", "centroid"])
+def test_empty_batch_gives_connected_zero_in_both_variants(variant):
+    """N = 0 (DESIGN item 7: no valid anchor => a zero connected to the graph), with and without
+    references; it used to fail inside torch.stack / with a ZeroDivisionError."""
+    x = torch.zeros(0, 3, dtype=F64, requires_grad=True)
+    none = torch.zeros(0, dtype=torch.long)
+    loss = SoftSilhouetteLoss(variant=variant)(x, none)
+    assert loss.item() == 0.0 and loss.grad_fn is not None
+    loss.backward()
+    assert x.grad is not None and x.grad.shape == (0, 3)
+    assert SoftSilhouetteLoss(variant=variant, reduction="none")(x, none).shape == (0,)
+    ref = torch.randn(4, 3, dtype=F64, requires_grad=True)
+    loss = SoftSilhouetteLoss(variant=variant)(x, none, ref, torch.tensor([0, 0, 1, 1]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(ref.grad, torch.zeros_like(ref))
 
 
 def test_no_valid_anchor_with_references():
@@ -659,6 +677,18 @@ BAD_INPUTS = {
     "bool-labels": (lambda x, y: (x, y > 3), r"labels must be an integer tensor.*bool"),
     "refs-without-labels": (lambda x, y: (x, y, x), r"ref_embeddings needs ref_labels"),
     "ref-labels-length": (lambda x, y: (x, y, x, y[:3]), r"labels must have shape \[N\].*ref_embeddings"),
+    "sparse-embeddings": (lambda x, y: (x.to_sparse(), y), r"embeddings must be a dense tensor.*dense\(\)"),
+    "sparse-labels": (lambda x, y: (x, y.to_sparse()), r"labels must be a dense tensor.*labels.to_dense\(\)"),
+    "integer-embeddings-hint": (lambda x, y: (x.int(), y), r"got torch.int32; pass embeddings.float\(\)"),
+    "zero-dimensional": (lambda x, y: (x[:, :0], y), r"embeddings have dimension D = 0 \(shape \(15, 0\)\)"),
+    "labels-on-meta": (
+        lambda x, y: (x, y.to("meta")),
+        r"labels are on device meta but embeddings on device cpu",
+    ),
+    "refs-on-meta": (
+        lambda x, y: (x, y, x.to("meta"), y.to("meta")),
+        r"ref_embeddings are on device meta but embeddings on device cpu",
+    ),
 }
 
 

@@ -374,6 +374,13 @@ def test_no_positive_gives_connected_zero(reduction):
     SupConLoss()(single, y[:1]).backward()  # no reference at all once the anchor itself is excluded
     assert torch.equal(single.grad, torch.zeros_like(single))
     assert SupConLoss()(x, y, x + 1, y + 100).item() == 0.0
+    # An empty batch, [0, D] or [0, V, D]: the same connected zero (DESIGN item 7).
+    for shape in ((0, 4), (0, 2, 4)):
+        empty = torch.zeros(shape, dtype=x.dtype, requires_grad=True)
+        loss = SupConLoss(reduction=reduction)(empty, torch.zeros(0, dtype=torch.long))
+        assert (loss == 0).all() and loss.grad_fn is not None
+        loss.sum().backward()
+        assert empty.grad is not None and empty.grad.shape == shape
 
 
 def test_invariant_to_sample_order_and_relabelling():
@@ -496,6 +503,21 @@ BAD_INPUTS = {
     "ref-labels-length": (lambda x, y: (x, y, x, y[:3]), r"labels must have shape \[N\].*ref_embeddings"),
     "ref-dimension": (lambda x, y: (x, y, x[:, :2], y), r"ref_embeddings have dimension 2, embeddings 4"),
     "not-a-tensor": (lambda x, y: (x.tolist(), y), r"embeddings and labels must be torch.Tensors"),
+    "sparse-embeddings": (lambda x, y: (x.to_sparse(), y), r"embeddings must be a dense tensor.*dense\(\)"),
+    "sparse-labels": (lambda x, y: (x, y.to_sparse()), r"labels must be a dense tensor.*labels.to_dense\(\)"),
+    "integer-embeddings-hint": (lambda x, y: (x.int(), y), r"got torch.int32; pass embeddings.float\(\)"),
+    "zero-dimensional": (lambda x, y: (x[:, :0], y), r"embeddings have dimension D = 0 \(shape \(15, 0\)\)"),
+    "sparse-views": (lambda x, y: (x[:, None].to_sparse(), y), r"embeddings must be a dense tensor"),
+    "sparse-labels-views": (lambda x, y: (x[:, None], y.to_sparse()), r"labels must be a dense tensor"),
+    "labels-on-meta-views": (lambda x, y: (x[:, None], y.to("meta")), r"labels are on device meta"),
+    "labels-on-meta": (
+        lambda x, y: (x, y.to("meta")),
+        r"labels are on device meta but embeddings on device cpu",
+    ),
+    "refs-on-meta": (
+        lambda x, y: (x, y, x.to("meta"), y.to("meta")),
+        r"ref_embeddings are on device meta but embeddings on device cpu",
+    ),
 }
 
 

@@ -125,6 +125,12 @@ def silhouette_terms(
         # Compact the labels to 0..C-1 over the classes present, so sparse label values cost nothing.
         classes, inverse = torch.unique(torch.cat([labels, ref_labels]), return_inverse=True)
         num_classes = classes.shape[0]
+        if num_classes == 0:
+            # No anchors and no references (an empty batch): no valid anchor. Empty terms that still
+            # depend on both inputs, so the loss is a graph-connected 0 and a distributed gather's
+            # backward still runs on this process.
+            empty = x.sum(dim=1) * 0.0 + ref.sum() * 0.0
+            return SilhouetteTerms(s=empty, a=empty, b=empty, valid=labels.new_zeros(0, dtype=torch.bool))
         anchor_class, ref_class = inverse[: labels.shape[0]], inverse[labels.shape[0] :]
         class_counts = torch.bincount(ref_class, minlength=num_classes)  # [C]
         # Members of the anchor's own class among the references, the anchor itself not counted.
@@ -303,11 +309,16 @@ class SoftSilhouetteLoss(nn.Module):
         references instead of with each other; the references are taken to be *other* samples
         (as in pytorch-metric-learning), so no pair is excluded. A loss with a memory takes no references
         in training mode.
+
+        Inputs must be dense tensors on one device, float embeddings with ``D >= 1`` and integer labels;
+        anything else (sparse, integer embeddings, ``[N, 0]``, labels on another device) is a
+        ``ValueError`` that says what to pass. An empty batch (``N = 0``) has no valid anchor: the
+        graph-connected 0 below.
         """
         # Check before normalising, so a wrong shape or dtype is our ValueError, not a torch error.
         check_embeddings_and_labels(embeddings, labels)
         if ref_embeddings is not None and ref_labels is not None:
-            check_embeddings_and_labels(ref_embeddings, ref_labels, what="ref_embeddings")
+            check_embeddings_and_labels(ref_embeddings, ref_labels, "ref_embeddings", anchors=embeddings)
         if self.normalize:
             embeddings = l2_normalize(embeddings)
             if ref_embeddings is not None:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from silhouette_lightning.distributed import global_references, uses_global_batch
 from silhouette_lightning.losses.checks import (
     check_choice,
+    check_dense_tensor,
     check_embeddings_and_labels,
     check_temperature,
     resolve_references,
@@ -175,6 +176,10 @@ class SupConLoss(nn.Module):
         ``ref_labels`` ``[M]`` the anchors are compared with those references instead of with each
         other; the references are taken to be *other* samples (as in pytorch-metric-learning), so no
         pair is excluded. A loss with a memory takes no references in training mode.
+
+        Inputs must be dense tensors on one device, float embeddings with ``D >= 1`` and integer labels;
+        anything else (sparse, integer embeddings, ``[N, 0]``, labels on another device) is a
+        ``ValueError`` that says what to pass. An empty batch (``N = 0``) gives the graph-connected 0.
         """
         if (ref_embeddings is None) != (ref_labels is None):
             raise ValueError(
@@ -185,7 +190,9 @@ class SupConLoss(nn.Module):
         # Check before normalising, so a wrong shape or dtype is our ValueError, not a torch error.
         embeddings, labels = flatten_views(embeddings, labels)
         if ref_embeddings is not None:
-            ref_embeddings, ref_labels = flatten_views(ref_embeddings, ref_labels, what="ref_embeddings")
+            ref_embeddings, ref_labels = flatten_views(
+                ref_embeddings, ref_labels, what="ref_embeddings", anchors=embeddings
+            )
         if self.normalize:
             embeddings = l2_normalize(embeddings)
             if ref_embeddings is not None:
@@ -213,13 +220,17 @@ class SupConLoss(nn.Module):
         return reduce_anchors(terms.loss, terms.valid, self.reduction, distributed)
 
 
-def flatten_views(embeddings: Tensor, labels: Tensor, what: str = "embeddings") -> tuple[Tensor, Tensor]:
+def flatten_views(
+    embeddings: Tensor, labels: Tensor, what: str = "embeddings", anchors: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """``[N, V, D]`` embeddings with ``[N]`` labels -> ``[N * V, D]`` image-major, labels repeated;
-    ``[N, D]`` is checked and returned as it is."""
+    ``[N, D]`` is checked and returned as it is. ``anchors``: see :func:`check_embeddings_and_labels`."""
     if not isinstance(embeddings, Tensor) or not isinstance(labels, Tensor):
         raise ValueError(
             f"{what} and labels must be torch.Tensors, got {type(embeddings)} and {type(labels)}."
         )
+    check_dense_tensor(embeddings, what)  # before flattening: sparse tensors cannot be flattened
+    check_dense_tensor(labels, "labels")
     if embeddings.ndim == 3:
         if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
             raise ValueError(
@@ -229,5 +240,5 @@ def flatten_views(embeddings: Tensor, labels: Tensor, what: str = "embeddings") 
         embeddings, labels = embeddings.flatten(0, 1), labels.repeat_interleave(embeddings.shape[1])
     elif embeddings.ndim != 2:
         raise ValueError(f"{what} must have shape [N, D] or [N, V, D], got {tuple(embeddings.shape)}.")
-    check_embeddings_and_labels(embeddings, labels, what=what)
+    check_embeddings_and_labels(embeddings, labels, what=what, anchors=anchors)
     return embeddings, labels

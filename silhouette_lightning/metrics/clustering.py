@@ -16,8 +16,9 @@ same gathered embeddings and gets the same result.
 
 Degenerate inputs (documented values, never NaN):
 
-* fewer than two distinct labels: NMI/AMI are not informative; both are 0 (torchmetrics' value for a
-  constant labelling; scikit-learn says 1 when the clustering is constant too) and a warning says why;
+* fewer than two distinct labels (also no sample at all): NMI/AMI are not informative; both are 0
+  (torchmetrics' value for a constant labelling; scikit-learn says 1 when the clustering is constant
+  too) and a warning says why;
 * fewer samples than clusters: ``k`` is reduced to the number of samples, with a warning.
 """
 
@@ -97,16 +98,12 @@ def clustering_metrics(
     _check_positive_int("max_iter", max_iter)
     check_metric_inputs(embeddings, labels, "clustering_metrics")
     n = embeddings.shape[0]
-    if n == 0:
-        raise ValueError("clustering_metrics: no samples (embeddings has 0 rows).")
     device = embeddings.device
     labels = labels.detach().long()
     num_labels = int(torch.unique(labels).numel())
     if num_labels < 2:
-        rank_zero_warn(
-            f"Clustering metrics: the {n} evaluated samples all have the same label, so NMI/AMI carry no "
-            "information; both are set to 0."
-        )
+        what = "no samples" if n == 0 else f"the {n} evaluated samples all have the same label"
+        rank_zero_warn(f"Clustering metrics: {what}, so NMI/AMI carry no information; both are set to 0.")
         zero = torch.zeros((), device=device)
         return {"nmi": zero, "ami": zero.clone()}
     k = num_labels if num_classes is None else num_classes
@@ -129,11 +126,12 @@ def clustering_metrics(
 class ClusteringMetrics(EmbeddingMetric):
     """NMI and AMI of a k-means clustering of all embeddings seen since the last ``reset()``.
 
-    ``update(embeddings [N, D], labels [N])`` stores detached float32 copies (list states,
+    ``update(embeddings [N, D], labels [N])`` stores detached copies (list states,
     ``cat``-synced across DDP ranks); ``compute()`` returns :func:`clustering_metrics`'s
     ``{"nmi", "ami"}`` (float32 scalars). See the module docstring for the k-means and the degenerate
-    cases. Under DDP every rank must call ``update()`` before ``compute()``; ``compute()`` without any
-    sample raises ``ValueError``.
+    cases; ``compute()`` without any sample (on any process) returns zeros with a warning. See
+    :class:`EmbeddingMetric` for the input and state rules (sparse/integer inputs refused,
+    ``set_dtype``, rejected batches, processes without samples).
 
     Args:
         num_classes: number of k-means clusters; ``None``: the number of distinct labels seen.
@@ -144,12 +142,7 @@ class ClusteringMetrics(EmbeddingMetric):
         kwargs: passed to :class:`torchmetrics.Metric`.
     """
 
-    is_differentiable = False
     higher_is_better = True
-    full_state_update = False
-
-    embeddings: list[Tensor] | Tensor
-    labels: list[Tensor] | Tensor
 
     def __init__(
         self,
@@ -171,6 +164,9 @@ class ClusteringMetrics(EmbeddingMetric):
         self.normalize = normalize
 
     def compute(self) -> dict[str, Tensor]:
+        if not self.has_samples:
+            self.warn_no_samples()
+            return {name: torch.zeros((), device=self.device) for name in ("nmi", "ami")}
         return clustering_metrics(
             *self.samples(),
             num_classes=self.num_classes,

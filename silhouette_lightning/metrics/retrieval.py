@@ -16,8 +16,9 @@ retrieved). For a query ``q`` with label ``y_q`` let ``R_q`` be the number of ot
 Queries without a positive (``R_q = 0``: the only sample of their class) are left out of *every* mean,
 exactly like pytorch-metric-learning's ``AccuracyCalculator`` ("lone query labels"), and the means are
 over queries, not over classes (its ``avg_of_avgs=False``). If no query has a positive (every class is a
-singleton, or a single sample), all values are 0 and a warning says why: a documented value instead of
-pytorch-metric-learning's NaN, so that logging and checkpoint monitoring keep working.
+singleton, a single sample, or no sample at all), all values are 0 and a warning says why: a
+documented value instead of pytorch-metric-learning's NaN, so that logging and checkpoint monitoring keep
+working.
 
 Ties. When several samples are at exactly the same distance from a query, samples of *other* classes
 are ranked first ("pessimistic" ties). The values then depend only on the multiset of (distance,
@@ -97,8 +98,6 @@ def retrieval_metrics(
     _check_chunk_size(chunk_size)
     check_metric_inputs(embeddings, labels, "retrieval_metrics")
     n = embeddings.shape[0]
-    if n == 0:
-        raise ValueError("retrieval_metrics: no samples (embeddings has 0 rows).")
     device = embeddings.device
     # MPS has no float64 (the tie-breaking key below), so there the ranking runs on the CPU.
     work = torch.device("cpu") if device.type == "mps" else device
@@ -145,14 +144,15 @@ def retrieval_metrics(
 class RetrievalMetrics(EmbeddingMetric):
     """Leave-one-out retrieval metrics over all embeddings seen since the last ``reset()``.
 
-    ``update(embeddings [N, D], labels [N])`` stores detached float32 copies (list states, ``cat``-synced,
+    ``update(embeddings [N, D], labels [N])`` stores detached copies (list states, ``cat``-synced,
     so under DDP ``compute()`` sees the embeddings of every rank); ``compute()`` returns the dict of
     :func:`retrieval_metrics`: ``precision_at_1``, ``recall_at_<k>`` for each ``k``, ``map_at_r`` and
     ``r_precision`` (float32 scalars). The values do not depend on the order of the samples, so they are
     the same for any split of the data across ranks and batches.
 
-    Under DDP every rank must call ``update()`` at least once before ``compute()`` (Lightning's
-    distributed sampler gives every rank samples); ``compute()`` without any sample raises ``ValueError``.
+    ``compute()`` without any sample (on any process) returns zeros with a warning, like the case where
+    no query has a positive. See :class:`EmbeddingMetric` for the input and state rules (sparse/integer
+    inputs refused, ``set_dtype``, rejected batches, processes without samples).
     Memory: all embeddings are kept (``N x D`` floats); set ``compute_on_cpu=True`` to keep them on the
     CPU.
 
@@ -180,6 +180,9 @@ class RetrievalMetrics(EmbeddingMetric):
         self.chunk_size = chunk_size
 
     def compute(self) -> dict[str, Tensor]:
+        if not self.has_samples:
+            self.warn_no_samples()
+            return {name: torch.zeros((), device=self.device) for name in metric_names(self.k)}
         return retrieval_metrics(
             *self.samples(),
             k=self.k,

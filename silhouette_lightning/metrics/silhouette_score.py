@@ -26,9 +26,9 @@ give ``a_i = 0`` and, for a collapsed embedding, ``0 / 0 -> 0``. scikit-learn ke
 so in such degenerate cases it can return noise-driven values where this returns 0.
 
 Undefined cases: the silhouette needs ``2 <= number of classes <= N - 1``, where scikit-learn raises. Here
-every ``s_i`` is 0 then (no competing class, or every sample alone in its class), so the score is
-**0.0**, with a warning that says why: a validation epoch that happens to hold one class must not crash a
-training run.
+every ``s_i`` is 0 then (no competing class, or every sample alone in its class; no sample at all), so the
+score is **0.0**, with a warning that says why: a validation epoch that happens to hold one class must
+not crash a training run.
 """
 
 from __future__ import annotations
@@ -272,8 +272,10 @@ def silhouette_score(
     """Mean silhouette over all samples, a scalar tensor equal to ``sklearn.metrics.silhouette_score``
     (without its ``sample_size`` subsampling). Arguments and conventions as in
     :func:`silhouette_samples_exact`; the undefined cases (fewer than two classes, every sample in its
-    own class, N < 2) give 0.0 with a warning."""
-    return silhouette_samples_exact(embeddings, labels, distance, chunk_size, dtype).mean()
+    own class, N < 2, including N = 0) give 0.0 with a warning."""
+    samples = silhouette_samples_exact(embeddings, labels, distance, chunk_size, dtype)
+    # The mean of no samples would be NaN; the documented value of the undefined cases is 0.
+    return samples.mean() if samples.numel() else samples.new_zeros(())
 
 
 class SilhouetteScore(EmbeddingMetric):
@@ -284,7 +286,9 @@ class SilhouetteScore(EmbeddingMetric):
     (the states are lists with ``dist_reduce_fx="cat"``; ranks may hold different numbers of samples).
     The result equals ``sklearn.metrics.silhouette_score(X, labels, metric=distance)`` on the same data,
     as a float64 (or ``dtype``) scalar tensor; the undefined cases give 0.0 with a warning (see
-    :func:`silhouette_samples_exact`).
+    :func:`silhouette_samples_exact`), and so does ``compute()`` without any sample (on any process).
+    See :class:`EmbeddingMetric` for the input and state rules (sparse/integer inputs refused,
+    ``set_dtype``, rejected batches, processes without samples).
 
     Args:
         distance: ``"euclidean"`` (default), ``"sqeuclidean"`` or ``"cosine"``. ``"precomputed"`` is not
@@ -327,9 +331,7 @@ class SilhouetteScore(EmbeddingMetric):
 
     def compute(self) -> Tensor:
         if not self.has_samples:
-            rank_zero_warn(
-                "SilhouetteScore.compute() was called without any samples; returning 0.0.", UserWarning
-            )
+            self.warn_no_samples()
             return torch.zeros((), dtype=self.compute_dtype, device=self.device)
         return silhouette_score(
             *self.samples(),
