@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -50,7 +51,11 @@ class EmbeddingModule(LightningModule):
             no term trains the head, such as cross-entropy alone).
         on_nonfinite: when a training loss term is NaN or infinite: ``"stop"`` the run with an error that
             names the term and the step, or ``"skip"`` the step with a warning: no parameter changes (the
-            step still counts in ``global_step``), on every process together under DDP.
+            step still counts in ``global_step``), on every process together under DDP. The same holds for
+            a non-finite gradient with finite losses (checked before every optimizer step, except under
+            ``16-mixed``, whose gradient scaler skips such steps itself).
+        max_consecutive_skips: with ``on_nonfinite: skip``, stop the run with an error once this many
+            training steps in a row were skipped (a diverged run would otherwise skip to its end).
         report_accuracy: log ``<stage>/acc``, the classifier's top-1. ``false`` where the classifier is never
             trained: the introspection baseline (``configs/method/introspection.yaml``) evaluates a frozen
             pretrained backbone with ``test``/``validate`` and no checkpoint, and the accuracy of its randomly
@@ -74,6 +79,7 @@ class EmbeddingModule(LightningModule):
         eval_output: Literal["embeddings", "features"] = "embeddings",
         on_nonfinite: Literal["stop", "skip"] = "stop",
         report_accuracy: bool = True,
+        max_consecutive_skips: int = 10,
     ) -> None:
         super().__init__()
         given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
@@ -111,6 +117,11 @@ class EmbeddingModule(LightningModule):
         self.eval_output = eval_output
         check_choice("on_nonfinite", on_nonfinite, ("stop", "skip"))
         self.on_nonfinite = on_nonfinite
+        skips = max_consecutive_skips
+        if isinstance(skips, bool) or not isinstance(skips, int) or skips < 1:
+            raise ConfigError(f"model.max_consecutive_skips must be an integer >= 1, got {skips!r}.")
+        self.max_consecutive_skips = max_consecutive_skips
+        self._consecutive_skips = 0  # skipped training steps in a row; equal on every process under DDP
         self.report_accuracy = report_accuracy
         self._freeze_untrained_parts(losses)
         self._skip_update = False  # set by a skipped (non-finite) training step, cleared after its backward
@@ -253,10 +264,66 @@ class EmbeddingModule(LightningModule):
     def on_after_backward(self) -> None:
         if self._skip_update:
             # No gradient, no update: optimizers skip parameters whose grad is None (no weight decay, no
-            # momentum step either). The step still counts in global_step.
-            for parameter in self.parameters():
-                parameter.grad = None
+            # momentum step either). The step still counts in global_step. The flag stays set until
+            # on_before_optimizer_step, which then neither checks nor counts this step again.
+            self._drop_gradients()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._skip_update:  # a non-finite loss: already counted, gradients already dropped
             self._skip_update = False
+            return
+        if not self._gradients_finite_everywhere():
+            self._drop_gradients()
+            return
+        self._consecutive_skips = 0
+
+    def _drop_gradients(self) -> None:
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    def _gradients_finite_everywhere(self) -> bool:
+        """True if every gradient is finite (on every process); else stop (raise) or skip, by config.
+
+        Why, with the losses checked already: a loss can be finite while its gradient is not (an operation
+        whose derivative is infinite where its value is not, a masked NaN), and one NaN gradient turns the
+        parameters NaN for good. Gradients are all-reduced under DDP before this runs, so the processes
+        agree; the decision is reduced anyway, at the cost of one flag. Under ``16-mixed`` an infinite
+        gradient is routine (the gradient scaler skips the step and lowers its scale), so no check there.
+        """
+        if str(self.trainer.precision).startswith("16") and "mixed" in str(self.trainer.precision):
+            return True
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return True
+        # One norm per tensor (fused), then one host synchronisation: a norm is finite iff every entry is
+        # (up to an overflow of the sum of squares above ~1e38, itself a diverged run).
+        norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(norms.isfinite().all()), all=True)
+        if finite:
+            return True
+        self._nonfinite(
+            f"Non-finite gradient at step {self.global_step} (epoch {self.current_epoch}) with finite losses."
+        )
+        return False
+
+    def _nonfinite(self, message: str) -> None:
+        """Stop the run (``on_nonfinite: stop``, or too many skips in a row), or warn: the step is skipped."""
+        if self.on_nonfinite == "skip":
+            self._consecutive_skips += 1
+            if self._consecutive_skips < self.max_consecutive_skips:
+                rank_zero_warn(f"{message} The step is skipped (model.on_nonfinite: skip).")
+                return
+            raise NonFiniteLossError(
+                f"{message} That is {self._consecutive_skips} skipped steps in a row "
+                f"(model.max_consecutive_skips: {self.max_consecutive_skips}): the run has diverged and "
+                "would skip to its end. Lower the learning rate, check the data, or resume from an earlier "
+                "checkpoint in the run folder's checkpoints/."
+            )
+        raise NonFiniteLossError(
+            f"{message} Training stops rather than train on NaN. Lower the learning rate, check the data "
+            "(corrupt images, label range), try precision 32, or set model.on_nonfinite: skip to skip such "
+            "steps. The last checkpoint is in the run folder's checkpoints/."
+        )
 
     def _finite_everywhere(self, values: dict[str, Tensor]) -> bool:
         """True if every loss value is finite on every process; else stop (raise) or skip, by config.
@@ -273,15 +340,8 @@ class EmbeddingModule(LightningModule):
         checked = zip(values.items(), flags, strict=True)
         bad = [f"'{name}' = {value.item()}" for (name, value), ok in checked if not ok]
         where = ", ".join(bad) if bad else "on another process"
-        message = f"Non-finite loss at step {self.global_step} (epoch {self.current_epoch}): {where}."
-        if self.on_nonfinite == "skip":
-            rank_zero_warn(f"{message} The step is skipped (model.on_nonfinite: skip).")
-            return False
-        raise NonFiniteLossError(
-            f"{message} Training stops rather than train on NaN. Lower the learning rate, check the data "
-            "(corrupt images, label range), try precision 32, or set model.on_nonfinite: skip to skip such "
-            "steps. The last checkpoint is in the run folder's checkpoints/."
-        )
+        self._nonfinite(f"Non-finite loss at step {self.global_step} (epoch {self.current_epoch}): {where}.")
+        return False
 
     def on_validation_epoch_end(self) -> None:
         self._log_embedding_metrics("val")
@@ -336,11 +396,48 @@ class EmbeddingModule(LightningModule):
                 "`silhouette-fit test` or `validate`, not `fit`; for linear probing set "
                 "model.online_linear_eval: true or add a term on the logits or embeddings."
             )
-        optimizer = self.optimizer(trainable)
+        try:
+            optimizer = self.optimizer(trainable)
+        except ValueError as err:
+            if "learning rate" not in str(err):
+                raise
+            # torch refuses a negative lr itself, as a bare ValueError from deep inside the optimizer.
+            raise ConfigError(f"model.optimizer.init_args.lr must be a finite number > 0 ({err}).") from err
+        _check_learning_rates(optimizer)
         if self.lr_scheduler is None:
             return optimizer
         scheduler = self.lr_scheduler(optimizer)
+        if self._trainer is not None:
+            _warn_if_cosine_outlasts_the_run(scheduler, self.trainer.max_epochs)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _check_learning_rates(optimizer: torch.optim.Optimizer) -> None:
+    """A learning rate <= 0 or NaN trains nothing (or NaN) without any error from torch: refuse it."""
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(
+                f"model.optimizer.init_args.lr must be a finite number > 0, got {lr}. Set it to a positive "
+                "learning rate (e.g. 1e-3 for AdamW)."
+            )
+
+
+def _warn_if_cosine_outlasts_the_run(scheduler: Any, max_epochs: int | None) -> None:
+    """Warn when a per-epoch cosine schedule's ``T_max`` is not the run's length.
+
+    Why: lowering ``--trainer.max_epochs`` for a quick run leaves ``T_max`` at the config's value, so the
+    learning rate never decays (T_max > epochs), or a longer run climbs back up after ``T_max`` epochs.
+    """
+    if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return
+    if max_epochs is None or max_epochs < 0 or scheduler.T_max == max_epochs:
+        return
+    rank_zero_warn(
+        f"model.lr_scheduler.init_args.T_max is {scheduler.T_max} but trainer.max_epochs is {max_epochs}: "
+        "the cosine schedule is stepped once per epoch and will not end at the run's end. Set "
+        f"--model.lr_scheduler.init_args.T_max {max_epochs} (or the same value for both)."
+    )

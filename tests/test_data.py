@@ -25,6 +25,8 @@ from silhouette_lightning.data import (
     unregister_dataset,
 )
 from silhouette_lightning.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
+from silhouette_lightning.data.datamodule import _drop_last_training_batch
+from silhouette_lightning.data.image_files import load_rgb_image
 from silhouette_lightning.data.synthetic import SyntheticSource
 from silhouette_lightning.data.torchvision_sets import TorchvisionDatasetSpec, TorchvisionSource
 from silhouette_lightning.data.transforms import IMAGENET_STATS, NormalizationStats
@@ -509,3 +511,45 @@ def test_multiple_views_need_augmentation() -> None:
         ImageDataModule("digits", num_views=2, augment=False)
     with pytest.raises(ConfigError, match="num_views must be >= 1"):
         ImageDataModule("digits", num_views=0)
+
+
+@pytest.mark.parametrize(
+    ("samples", "batch_size", "drop_last", "expected"),
+    [
+        (17, 8, False, True),
+        (16, 8, False, False),
+        (18, 8, False, False),
+        (18, 8, True, True),
+        (5, 8, True, False),
+    ],
+)
+def test_a_last_training_batch_of_one_sample_is_dropped(samples, batch_size, drop_last, expected) -> None:
+    # A batch of one sample makes BatchNorm raise "Expected more than 1 value per channel" in training.
+    assert _drop_last_training_batch(samples, batch_size, drop_last) is expected
+
+
+def test_the_training_loader_never_yields_a_single_sample_batch() -> None:
+    data = ImageDataModule(
+        "synthetic", image_size=8, batch_size=4, drop_last=False, val_fraction=0.0, test_fraction=0.0,
+        options={"num_classes": 3, "samples_per_class": 3},
+    )  # fmt: skip
+    data.setup("fit")
+    assert len(data.split_dataset("train")) % 4 == 1  # 9 samples: batches 4, 4 and a lone one
+    sizes = [len(labels) for _, labels in data.train_dataloader()]
+    assert sizes == [4, 4]
+
+
+def test_a_training_split_of_one_sample_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="training split has 1 sample.*at least 2"):
+        _drop_last_training_batch(1, 8, True)
+
+
+def test_a_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    values = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369  # 0 .. 65535 in equal steps
+    Image.fromarray(values).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode in ("I;16", "I")
+    loaded = np.asarray(load_rgb_image(tmp_path / "wide.png"), dtype=np.float64)
+    assert loaded.shape == (4, 4, 3)
+    np.testing.assert_array_equal(loaded[..., 0], loaded[..., 2])
+    # Proportional to the 16-bit values: v * 255 / 65535 (here exactly 17 * k), not clipped to white.
+    np.testing.assert_allclose(loaded[..., 0], values * 255.0 / 65535.0, atol=0.5)

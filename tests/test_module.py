@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -146,3 +148,34 @@ def test_validation_logs_the_embedding_metrics_of_the_configured_output():
     torch.testing.assert_close(values["silhouette"], silhouette_score(features, labels), rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="eval_output"):
         _module(eval_output="logits")
+
+
+@pytest.mark.parametrize("lr", [0.0, -1e-3, float("nan"), float("inf")])
+def test_a_learning_rate_that_cannot_train_is_a_config_error(lr):
+    module = _module(optimizer=lambda params: torch.optim.SGD(params, lr=lr))
+    with pytest.raises(ConfigError, match=r"model\.optimizer\.init_args\.lr must be a finite number > 0"):
+        module.configure_optimizers()
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_max_consecutive_skips_must_be_a_positive_integer(value):
+    with pytest.raises(ConfigError, match="model.max_consecutive_skips"):
+        _module(max_consecutive_skips=value)
+
+
+@pytest.mark.parametrize(("t_max", "warns"), [(7, True), (3, False)])
+def test_a_cosine_schedule_longer_than_the_run_warns(t_max, warns, tmp_path):
+    from lightning.pytorch import Trainer
+
+    module = _module(lr_scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max))
+    module.trainer = Trainer(max_epochs=3, logger=False, default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module.configure_optimizers()
+    messages = [str(w.message) for w in caught if "T_max" in str(w.message)]
+    if warns:
+        assert len(messages) == 1
+        assert "T_max is 7 but trainer.max_epochs is 3" in messages[0]
+        assert "--model.lr_scheduler.init_args.T_max 3" in messages[0]
+    else:
+        assert messages == []

@@ -134,3 +134,16 @@ def test_chunked_centroid_equals_one_chunk_in_value_and_gradient(monkeypatch):
     torch.testing.assert_close(chunked.grad, whole.grad, rtol=1e-12, atol=1e-12)
     with torch.no_grad():  # the no-grad path chunks without checkpointing
         torch.testing.assert_close(loss(x, y), expected.detach(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["pairwise", "centroid"])
+@pytest.mark.parametrize("distance", ["euclidean", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_embedding_gives_a_nan_loss_not_a_finite_one(variant, distance, bad):
+    # The non-finite guard of the training loop reads the loss: a NaN embedding must not come out as a
+    # finite loss with NaN gradients (the centroid variant's safe sqrt used to map NaN to a distance 0).
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    x[3, 1] = bad
+    labels = torch.arange(12) % 3
+    loss = SoftSilhouetteLoss(variant=variant, distance=distance, normalize=distance == "cosine")(x, labels)
+    assert loss.isnan()

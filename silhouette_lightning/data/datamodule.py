@@ -248,8 +248,7 @@ class ImageDataModule(LightningDataModule):
             sampler = DistributedSampler(
                 dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.training_seed
             )
-        # With fewer samples than one batch, dropping the last batch would leave no batch at all.
-        drop_last = self.drop_last and len(sampler) >= self.batch_size
+        drop_last = _drop_last_training_batch(len(sampler), self.batch_size, self.drop_last)
         # The loader's own generator: creating its iterator then draws the workers' base seed from it, not
         # from the global RNG. Lightning creates the iterator before `on_train_epoch_start` when it resumes
         # a run and after it otherwise; drawing from the global RNG there would shift every augmentation
@@ -293,3 +292,22 @@ class ImageDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+
+def _drop_last_training_batch(samples: int, batch_size: int, drop_last: bool) -> bool:
+    """Whether the training loader drops its last incomplete batch, given one process's ``samples``.
+
+    With fewer samples than one batch, dropping it would leave no batch at all, so it is kept. A last
+    batch of a single sample is always dropped: BatchNorm cannot train on one sample ("Expected more than
+    1 value per channel") and no batch-level loss can use it. Under DDP every process has the same count
+    (the sampler pads), so all processes decide alike.
+    """
+    if samples < 2:
+        raise ConfigError(
+            f"The training split has {samples} sample(s) per process: a training batch needs at least 2 "
+            "(BatchNorm and the batch-level losses compare samples). Use more training data (lower "
+            "data.val_fraction / data.test_fraction) or fewer processes (trainer.devices)."
+        )
+    if samples % batch_size == 1:
+        return True
+    return drop_last and samples >= batch_size

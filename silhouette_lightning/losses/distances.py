@@ -37,10 +37,12 @@ def l2_normalize(x: Tensor) -> Tensor:
 
 
 def safe_sqrt(squared: Tensor) -> Tensor:
-    """``sqrt`` with value 0 and gradient 0 where ``squared`` is (numerically) zero."""
-    positive = squared > _SQRT_EPS
+    """``sqrt`` with value 0 and gradient 0 where ``squared`` is (numerically) zero; NaN stays NaN."""
+    # `squared <= eps`, not `~(squared > eps)`: a NaN compares False both ways, and must reach the loss
+    # (where the non-finite guard sees it) instead of being silently turned into a distance of 0.
+    coincident = squared <= _SQRT_EPS
     # clamp first so the unused branch of `where` never holds an inf derivative (0 * inf = NaN).
-    return torch.where(positive, squared.clamp_min(_SQRT_EPS).sqrt(), torch.zeros_like(squared))
+    return torch.where(coincident, torch.zeros_like(squared), squared.clamp_min(_SQRT_EPS).sqrt())
 
 
 def pairwise_distances(
