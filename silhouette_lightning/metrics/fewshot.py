@@ -142,10 +142,16 @@ def fewshot_accuracy(
     classes = torch.unique(y)
     members = [torch.nonzero(y == c).flatten().cpu() for c in classes]
     if ways > len(members):
-        raise ValueError(f"{ways}-way episodes need {ways} classes, only {len(members)} present.")
+        raise ValueError(
+            f"{ways}-way episodes need {ways} classes, only {len(members)} present in the evaluated samples "
+            "(fewer batches than the split, e.g. trainer.limit_test_batches?)."
+        )
     needed = shots + (1 if queries is None else queries)
     if min(len(m) for m in members) < needed:
-        raise ValueError(f"{shots}-shot episodes need {needed} samples per class; a class has fewer.")
+        raise ValueError(
+            f"{shots}-shot episodes need {needed} samples per class, a class has {min(map(len, members))} in "
+            "the evaluated samples (fewer batches than the split, e.g. trainer.limit_test_batches?)."
+        )
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for _ in range(episodes):
