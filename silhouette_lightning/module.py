@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any, Literal
 
 import torch
@@ -16,6 +17,7 @@ from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.losses.checks import check_choice
 from silhouette_lightning.losses.cross_batch_memory import CrossBatchMemory
 from silhouette_lightning.metrics import EmbeddingEvaluation
+from silhouette_lightning.metrics.fewshot import FewShotSettings, check_fewshot_feasible
 from silhouette_lightning.models import Backbone, ProjectionHead
 from silhouette_lightning.terms import CrossEntropyTerm, LossTerm, ModelOutputs
 
@@ -48,7 +50,15 @@ class EmbeddingModule(LightningModule):
         eval_output: the representation whose geometry validation and test measure (``silhouette``,
             ``precision_at_1``, ``recall_at_<k>``, ``map_at_r``, ``r_precision``, ``nmi``, ``ami``):
             the projection head's ``embeddings`` (default) or the backbone's ``features`` (for runs in which
-            no term trains the head, such as cross-entropy alone).
+            no term trains the head, such as cross-entropy alone). A list, ``[embeddings, features]``,
+            measures each and logs ``<stage>/embeddings/<metric>`` and ``<stage>/features/<metric>``; a single
+            name logs ``<stage>/<metric>``. The plots callback draws the first listed one.
+        fewshot: N-way K-shot accuracy (nearest class mean in seeded episodes), logged at test as
+            ``test/fewshot_<N>way_<K>shot`` (also at validation with ``val: true``). Keys: ``ways`` (N, an
+            int or list; default [5]), ``shots`` (K; default [1]), ``queries`` (per class and episode;
+            default 15; null: all remaining samples), ``episodes`` (default 500), ``seed`` (default 0),
+            ``val`` (default false). ``{}`` uses the defaults; null (default) turns it off. Checked against
+            the test split's class sizes before training.
         on_nonfinite: when a training loss term is NaN or infinite: ``"stop"`` the run with an error that
             names the term and the step, or ``"skip"`` the step with a warning: no parameter changes (the
             step still counts in ``global_step``), on every process together under DDP. The same holds for
@@ -76,10 +86,11 @@ class EmbeddingModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         online_linear_eval: bool = False,
-        eval_output: Literal["embeddings", "features"] = "embeddings",
+        eval_output: str | list[str] = "embeddings",
         on_nonfinite: Literal["stop", "skip"] = "stop",
         report_accuracy: bool = True,
         max_consecutive_skips: int = 10,
+        fewshot: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         given = _given_hyperparameters.get() if _given_hyperparameters is not None else None
@@ -113,8 +124,11 @@ class EmbeddingModule(LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        check_choice("eval_output", eval_output, ("embeddings", "features"))
-        self.eval_output = eval_output
+        self.eval_outputs = _eval_outputs(eval_output)
+        # A single name keeps the historical metric names (val/silhouette): configs' checkpoint monitors.
+        self._output_prefixes = isinstance(eval_output, (list, tuple))
+        self.eval_output = self.eval_outputs[0]
+        self.fewshot = None if fewshot is None else FewShotSettings.from_config(fewshot, "model.fewshot")
         check_choice("on_nonfinite", on_nonfinite, ("stop", "skip"))
         self.on_nonfinite = on_nonfinite
         skips = max_consecutive_skips
@@ -126,8 +140,15 @@ class EmbeddingModule(LightningModule):
         self._freeze_untrained_parts(losses)
         self._skip_update = False  # set by a skipped (non-finite) training step, cleared after its backward
         self._test_on_unseen_classes = False  # set by on_test_start from the data module
-        self.val_embedding_metrics = EmbeddingEvaluation()
-        self.test_embedding_metrics = EmbeddingEvaluation()
+        at_val = self.fewshot is not None and self.fewshot.val
+        fewshot_at = {"test": self.fewshot, "val": self.fewshot if at_val else None}
+        self.embedding_evaluations = nn.ModuleDict(
+            {
+                f"{stage}_{output}": EmbeddingEvaluation(fewshot=fewshot_at[stage])
+                for stage in ("val", "test")
+                for output in self.eval_outputs
+            }
+        )
 
     def _freeze_untrained_parts(self, losses: list[LossTerm]) -> None:
         """Freeze the head when no term reads the embeddings, the classifier when nothing trains it.
@@ -139,7 +160,7 @@ class EmbeddingModule(LightningModule):
         inputs = {term.input for term in losses}
         if "embeddings" not in inputs:
             self.head.requires_grad_(False)
-            if self.eval_output == "embeddings":
+            if "embeddings" in self.eval_outputs:
                 rank_zero_warn(
                     "No loss term reads the embeddings, so the projection head stays at its random "
                     "initialisation and the embedding metrics measure a random projection of the features. "
@@ -216,8 +237,7 @@ class EmbeddingModule(LightningModule):
     def _shared_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str, accuracy) -> Tensor:
         images, labels = batch
         if stage == "test" and self._test_on_unseen_classes:
-            outputs = self.encode(images)
-            self.test_embedding_metrics.update(outputs.get(self.eval_output)[:, 0], labels)
+            self._update_embedding_metrics("test", self.encode(images), labels)
             return torch.zeros((), device=images.device)
         if batch_idx == 0:
             # Once per loop: an out-of-range label would otherwise surface as an index error deep inside
@@ -253,7 +273,7 @@ class EmbeddingModule(LightningModule):
         # Accuracy (and the embedding metrics) of the first view only, so that they mean the same with and
         # without multi-view data.
         if stage != "train":
-            self._embedding_metrics(stage).update(outputs.get(self.eval_output)[:, 0], labels)
+            self._update_embedding_metrics(stage, outputs, labels)
         if self.report_accuracy:
             accuracy(outputs.logits[:, 0].detach(), labels)
             self.log(
@@ -362,18 +382,49 @@ class EmbeddingModule(LightningModule):
         if self.report_accuracy:
             names.append("acc")
         if stage != "train":
-            names += self._embedding_metrics(stage).names()
+            for output in self.eval_outputs:
+                prefix = f"{output}/" if self._output_prefixes else ""
+                names += [prefix + name for name in self.embedding_evaluations[f"{stage}_{output}"].names()]
         return [f"{stage}/{name}" for name in names]
 
-    def _embedding_metrics(self, stage: str) -> EmbeddingEvaluation:
-        return self.val_embedding_metrics if stage == "val" else self.test_embedding_metrics
+    @property
+    def val_embedding_metrics(self) -> EmbeddingEvaluation:
+        """Validation metrics of the first ``eval_output`` (what the plots callback draws)."""
+        return self.embedding_evaluations[f"val_{self.eval_output}"]
+
+    @property
+    def test_embedding_metrics(self) -> EmbeddingEvaluation:
+        """Test metrics of the first ``eval_output``."""
+        return self.embedding_evaluations[f"test_{self.eval_output}"]
+
+    def _update_embedding_metrics(self, stage: str, outputs: ModelOutputs, labels: Tensor) -> None:
+        # First view only, so that the metrics mean the same with and without multi-view data.
+        for output in self.eval_outputs:
+            self.embedding_evaluations[f"{stage}_{output}"].update(outputs.get(output)[:, 0], labels)
 
     def _log_embedding_metrics(self, stage: str) -> None:
-        metrics = self._embedding_metrics(stage)
-        # Each metric gathers all ranks' embeddings itself, so the values are global already.
-        for name, value in metrics.compute().items():
-            self.log(f"{stage}/{name}", value.float(), on_epoch=True, prog_bar=name == "silhouette")
-        metrics.reset()
+        for output in self.eval_outputs:
+            metrics = self.embedding_evaluations[f"{stage}_{output}"]
+            prefix = f"{stage}/{output}/" if self._output_prefixes else f"{stage}/"
+            # Each metric gathers all ranks' embeddings itself, so the values are global already.
+            for name, value in metrics.compute().items():
+                bar = name == "silhouette" and output == self.eval_output
+                self.log(f"{prefix}{name}", value.float(), on_epoch=True, prog_bar=bar)
+            metrics.reset()
+
+    def setup(self, stage: str) -> None:
+        # Before any training step: a few-shot setting the test (or val) classes cannot serve.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.fewshot is None or not hasattr(datamodule, "split_dataset"):
+            return
+        splits = [("test", datamodule.test_class_names)] if stage in ("fit", "test") else []
+        if self.fewshot.val and stage in ("fit", "validate"):
+            splits.append(("val", datamodule.class_names))
+        for split, names in splits:
+            counts = Counter(datamodule.split_dataset(split).targets)
+            unseen = split == "test" and datamodule.test_on_unseen_classes
+            where = "the unseen test classes" if unseen else f"the {split} split"
+            check_fewshot_feasible(self.fewshot, {names[k]: int(n) for k, n in counts.items()}, where)
 
     def _check_labels(self, labels: Tensor) -> None:
         low, high = int(labels.min()), int(labels.max())
@@ -441,3 +492,16 @@ def _warn_if_cosine_outlasts_the_run(scheduler: Any, max_epochs: int | None) -> 
         "the cosine schedule is stepped once per epoch and will not end at the run's end. Set "
         f"--model.lr_scheduler.init_args.T_max {max_epochs} (or the same value for both)."
     )
+
+
+def _eval_outputs(eval_output: str | list[str]) -> tuple[str, ...]:
+    """``model.eval_output`` as a tuple of distinct, valid representation names."""
+    names = [eval_output] if isinstance(eval_output, str) else list(eval_output)
+    valid = ("embeddings", "features")
+    bad = [name for name in names if name not in valid]
+    if not names or bad or len(set(names)) != len(names):
+        raise ConfigError(
+            f"model.eval_output={eval_output!r} is not supported; give one of {list(valid)} or a list of "
+            "distinct ones, e.g. [embeddings, features]."
+        )
+    return tuple(names)

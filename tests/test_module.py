@@ -179,3 +179,57 @@ def test_a_cosine_schedule_longer_than_the_run_warns(t_max, warns, tmp_path):
         assert "--model.lr_scheduler.init_args.T_max 3" in messages[0]
     else:
         assert messages == []
+
+
+def test_a_list_of_eval_outputs_logs_each_under_its_name_and_few_shot_at_test(tmp_path):
+    from lightning.pytorch import Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from silhouette_lightning.metrics import fewshot_accuracy
+
+    g = torch.Generator().manual_seed(2)
+    labels = torch.arange(24) % 3
+    images = torch.randn(24, 3, 8, 8, generator=g) + labels[:, None, None, None]
+    loader = DataLoader(TensorDataset(images, labels), batch_size=12)
+    fewshot = {"ways": 3, "shots": [1, 2], "queries": 2, "episodes": 10, "val": True}
+    module = _module(eval_output=["embeddings", "features"], fewshot=fewshot)
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    trainer = Trainer(fast_dev_run=True, **quiet)
+    trainer.validate(module, loader, verbose=False)
+    logged = trainer.callback_metrics
+    for output in ("embeddings", "features"):
+        for name in ("silhouette", "map_at_r", "fewshot_3way_1shot", "fewshot_3way_2shot"):
+            assert f"val/{output}/{name}" in logged
+    assert "val/silhouette" not in logged
+    # The names the module says it logs (checkpoint.monitor is checked against them) are what it logs.
+    assert set(module.logged_metric_names("val")) == {key for key in logged if key.startswith("val/")}
+    # Equal to a direct computation on each representation (L2-normalised; fast_dev_run: one batch of 12).
+    with torch.no_grad():
+        encoded = module.eval().encode(images[:12])
+    for output in ("embeddings", "features"):
+        x = torch.nn.functional.normalize(encoded.get(output)[:, 0], dim=1)
+        torch.testing.assert_close(
+            logged[f"val/{output}/silhouette"], silhouette_score(x, labels[:12]).float(), rtol=1e-5, atol=1e-6
+        )
+        direct = fewshot_accuracy(x, labels[:12], 3, 1, 2, 10, 0).float()
+        torch.testing.assert_close(logged[f"val/{output}/fewshot_3way_1shot"], direct)
+    # A single name keeps the historical names; few-shot is logged at validation only with val: true.
+    single = _module(fewshot={"ways": 3, "queries": 3, "episodes": 10})
+    trainer.validate(single, loader, verbose=False)
+    assert "val/silhouette" in trainer.callback_metrics
+    assert not any("fewshot" in key for key in trainer.callback_metrics)
+    trainer.test(single, loader, verbose=False)
+    assert "test/fewshot_3way_1shot" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("logits", "'logits'"),
+        (["embeddings", "embeddings"], r"\['embeddings', 'embeddings'\]"),
+        ([], r"\[\]"),
+    ],
+)
+def test_bad_eval_outputs_name_the_key_and_the_choices(value, message):
+    with pytest.raises(ConfigError, match=rf"model.eval_output={message}.*\['embeddings', 'features'\]"):
+        _module(eval_output=value)

@@ -72,13 +72,45 @@ def test_digits_5_5_trains_on_seen_and_tests_the_embedding_on_unseen(tmp_path, m
             "--trainer.limit_train_batches", "3",
             "--trainer.enable_progress_bar", "false",
             "--model.backbone.init_args.width", "4",
+            "--model.fewshot", "{ways: [2, 5], shots: [1, 5], episodes: 20}",
         ]
     )  # fmt: skip
     assert cli.model.num_classes == 5
     logged = cli.trainer.callback_metrics
-    for key in ("test/silhouette", "test/precision_at_1", "test/nmi"):
+    few = ("test/fewshot_2way_1shot", "test/fewshot_5way_1shot", "test/fewshot_5way_5shot")
+    for key in ("test/silhouette", "test/precision_at_1", "test/nmi", *few):
         assert key in logged and logged[key].isfinite()
     assert "test/acc" not in logged and "test/loss" not in logged  # undefined on unseen classes
+
+
+@pytest.mark.parametrize(
+    ("fewshot", "message"),
+    [
+        (
+            "{shots: [5], queries: 25}",
+            "model.fewshot: class '5' of the unseen test classes has 27 samples but 5-shot episodes",
+        ),
+        (
+            "{ways: [5, 6]}",
+            "only 5 classes in the unseen test classes: lower model.fewshot.ways to at most 5",
+        ),
+    ],
+)
+def test_fewshot_settings_the_unseen_classes_cannot_serve_stop_before_training(
+    fewshot, message, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "fit",
+        "--config",
+        str(CONFIGS / "data" / "digits.yaml"),
+        "--config",
+        str(CONFIGS / "unseen" / "digits_5_5.yaml"),
+    ]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--trainer.logger", "false", "--model.fewshot", fewshot])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and "Traceback" not in err
 
 
 def test_cifar100_50_50_config_parses(capsys):
