@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +323,17 @@ def test_map_page_in_a_headless_browser(trained, labelled, tmp_path):
     assert f'data-drawn="{len(CLASSES) * PER_CLASS}"' in body, body  # every thumbnail drawn
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert not [line for line in console if "Uncaught" in line or "Error" in line], console
+
+
+def test_python_dash_m_embed_is_the_command(tmp_path):
+    """A real process through ``python -m silhouette_lightning embed``: one line on stderr, status 2."""
+    not_ckpt = tmp_path / "x.ckpt"
+    not_ckpt.write_text("hello")
+    (tmp_path / "images").mkdir()
+    _image(tmp_path / "images" / "a.png", (1, 2, 3), 0)
+    images, out = tmp_path / "images", tmp_path / "o"
+    command = [sys.executable, "-m", "silhouette_lightning", "embed", not_ckpt, images, "-o", out]
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("silhouette-embed: error: Cannot read")
+    assert len(result.stderr.strip().splitlines()) == 1
