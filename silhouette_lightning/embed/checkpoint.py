@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,11 @@ def rebuild_model(checkpoint: dict[str, Any], path: str | Path) -> EmbeddingModu
             init_args[key] = value
     hparams["backbone"] = {**backbone, "init_args": init_args}
     try:
-        model = instantiate_module(EmbeddingModule, hparams)
+        with warnings.catch_warnings():
+            # The constructor's warnings are about training (an untrained head or classifier, frozen
+            # parts); the run that wrote the checkpoint showed them already.
+            warnings.simplefilter("ignore")
+            model = instantiate_module(EmbeddingModule, hparams)
     except Exception as error:  # jsonargparse wraps constructor errors in its own types
         raise ConfigError(
             f"Cannot rebuild the model of '{path}' from its saved config "
