@@ -180,10 +180,13 @@ def test_unlabelled_recursive_folder(trained, unlabelled, tmp_path):
 
 def test_class_folders_can_be_embedded_without_labels(trained, labelled, tmp_path):
     out = tmp_path / "out"
+    _run(trained["8d"], labelled, "--output", out, "--projection", "pca")
+    assert (out / "metrics.json").is_file() and (out / "map.html").is_file()
+    # Rerun into the same folder: no stale metrics or page of the earlier run stay behind.
     _run(trained["8d"], labelled, "--output", out, "--no-labels", "--no-html", "--projection", "pca")
-    data = _load(tmp_path / "out")
+    data = _load(out)
     assert "labels" not in data and len(data["paths"]) == len(CLASSES) * PER_CLASS
-    assert not (tmp_path / "out" / "map.html").exists()
+    assert not (out / "map.html").exists() and not (out / "metrics.json").exists()
 
 
 def test_two_dimensional_model_is_drawn_as_is(trained, labelled, tmp_path):

@@ -123,6 +123,9 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     paths = [collection.paths[i] for i in result.kept]
     labels = None if collection.labels is None else np.asarray(collection.labels)[result.kept]
     output.mkdir(parents=True, exist_ok=True)
+    for name in outputs.ALL:
+        # A rerun into the same folder must not leave, say, an older metrics.json next to new embeddings.
+        (output / name).unlink(missing_ok=True)
     coords, used = project_embeddings(result.vectors, args.projection, args.seed)
     relative = [_relative(p, collection.root) for p in paths]
     npz, table = outputs.write_arrays(

@@ -17,6 +17,7 @@ CSV = "embeddings.csv"
 PNG = "map.png"
 HTML = "map.html"
 METRICS = "metrics.json"
+ALL = (NPZ, CSV, PNG, HTML, METRICS)
 
 
 def write_arrays(
