@@ -248,6 +248,13 @@ def test_bad_input_exits_2_with_one_line(trained, tmp_path, capsys):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"weight": torch.zeros(2)}}, foreign)
     assert "not a checkpoint of this project" in _exit_message(capsys, foreign, images, "-o", tmp_path / "o")
+    assert "--batch-size must be >= 1" in _exit_message(
+        capsys, trained["8d"], images, "-o", tmp_path / "o", "--batch-size", "0"
+    )
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in _exit_message(
+            capsys, trained["8d"], images, "-o", tmp_path / "o", "--device", "cuda"
+        )
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
