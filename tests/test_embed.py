@@ -347,3 +347,29 @@ def test_python_dash_m_embed_is_the_command(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("silhouette-embed: error: Cannot read")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pretrained_backbone_is_rebuilt_offline(tmp_path, monkeypatch):
+    """A run that started from downloaded ImageNet weights (frozen): its checkpoint rebuilds without them
+    (no download; an empty TORCH_HOME), and the checkpoint's own weights are the ones loaded."""
+    from silhouette_lightning.embed.checkpoint import read_checkpoint, rebuild_model
+    from silhouette_lightning.models import TorchvisionBackbone
+    from silhouette_lightning.module import EmbeddingModule
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty torch home"))
+    torch.manual_seed(0)
+    backbone = TorchvisionBackbone("resnet18", small_images=True)
+    module = EmbeddingModule(backbone, num_classes=3, embedding_dim=4)
+    backbone_config = {
+        "class_path": "silhouette_lightning.models.TorchvisionBackbone",
+        "init_args": {"name": "resnet18", "small_images": True, "weights": "DEFAULT", "freeze": True},
+    }
+    hparams = {"_instantiator": "lightning.pytorch.cli.instantiate_module", "backbone": backbone_config}
+    hparams.update(num_classes=3, embedding_dim=4)
+    path = tmp_path / "pretrained.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, path)
+    rebuilt = rebuild_model(read_checkpoint(path), path)
+    images = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images), module.eval()(images))
+    assert not (tmp_path / "empty torch home").exists()  # nothing was downloaded
