@@ -358,18 +358,18 @@ def test_pretrained_backbone_is_rebuilt_offline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty torch home"))
     torch.manual_seed(0)
-    backbone = TorchvisionBackbone("resnet18", small_images=True)
+    backbone = TorchvisionBackbone("resnet18")
     module = EmbeddingModule(backbone, num_classes=3, embedding_dim=4)
     backbone_config = {
         "class_path": "silhouette_lightning.models.TorchvisionBackbone",
-        "init_args": {"name": "resnet18", "small_images": True, "weights": "DEFAULT", "freeze": True},
+        "init_args": {"name": "resnet18", "weights": "DEFAULT", "freeze": True},
     }
     hparams = {"_instantiator": "lightning.pytorch.cli.instantiate_module", "backbone": backbone_config}
     hparams.update(num_classes=3, embedding_dim=4)
     path = tmp_path / "pretrained.ckpt"
     torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, path)
     rebuilt = rebuild_model(read_checkpoint(path), path)
-    images = torch.randn(2, 3, 16, 16)
+    images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(images), module.eval()(images))
     assert not (tmp_path / "empty torch home").exists()  # nothing was downloaded

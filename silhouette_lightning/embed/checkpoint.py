@@ -192,4 +192,4 @@ def load_trained_embedder(path: str | Path, config_path: str | Path | None = Non
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return text.splitlines()[0].rstrip(".") if text else type(error).__name__
