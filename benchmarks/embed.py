@@ -10,7 +10,8 @@ Steps (each timed once, one after the other, in this process):
 2. train for one step on synthetic data with ``silhouette-fit`` to get a real checkpoint (not timed);
 3. ``embed``: the embedding loop of ``silhouette-embed`` (decode, evaluation transform, batches of
    ``--batch-size``, forward) over all files: images per second;
-4. the 2-D projections of those embeddings: PCA, t-SNE, UMAP (when ``umap-learn`` is installed);
+4. the 2-D projections of those embeddings: PCA, t-SNE, UMAP (when ``umap-learn`` is installed; its
+   one-off numba compilation, tens of seconds, is done on 200 points before the timing);
 5. ``map.html``: thumbnails, sheets and the page (and its size).
 
 The figures depend on the machine's load: run it on an otherwise idle one.
@@ -114,6 +115,8 @@ def main() -> None:
         rows.append(("embed", seconds, f"{len(result.kept) / seconds:,.0f} images/s"))
         methods = ["pca"] + ([] if args.skip_tsne else ["tsne"]) + (["umap"] if umap_available() else [])
         coords = None
+        if "umap" in methods:
+            project_embeddings(result.vectors[:200], "umap")  # numba compiles UMAP on first use: not timed
         for method in methods:
             (coords, used), seconds = timed(project_embeddings, result.vectors, method)
             rows.append(
