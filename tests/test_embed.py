@@ -269,10 +269,11 @@ def test_backbone_that_cannot_be_rebuilt_exits_2(trained, tmp_path, capsys):
     assert "Cannot rebuild the model" in message and "some_missing_package.FancyNet" in message
 
 
-def test_checkpoint_without_run_folder_needs_config_or_uses_defaults(trained, labelled, tmp_path):
+def test_checkpoint_without_run_folder_needs_config(trained, labelled, tmp_path, capsys):
     # The checkpoint copied away from its run folder: --config names the run's config.yaml.
     alone = tmp_path / "alone.ckpt"
     shutil.copy(trained["8d"], alone)
+    assert "--config" in _exit_message(capsys, alone, labelled, "--output", tmp_path / "a")
     config = trained["8d"].parent.parent / "config.yaml"
     _run(alone, labelled, "--output", tmp_path / "a", "--config", config, "--projection", "pca", "--no-html")
     _run(trained["8d"], labelled, "--output", tmp_path / "b", "--projection", "pca", "--no-html")

@@ -43,7 +43,7 @@ class TrainedEmbedder:
     transform: Transform
     eval_output: str  # "embeddings" or "features": the representation the run measured
     image_size: int
-    config_path: Path | None  # the data config used (None: defaults)
+    config_path: Path  # the run config that gave the image size and normalisation
 
 
 def eval_output_of(model: EmbeddingModule) -> str:
@@ -128,10 +128,8 @@ def find_run_config(checkpoint_path: str | Path) -> Path | None:
     return None
 
 
-def read_data_config(config_path: Path | None) -> dict[str, Any]:
-    """The ``data:`` section of a LightningCLI config file (``{}`` when there is none)."""
-    if config_path is None:
-        return {}
+def read_data_config(config_path: Path) -> dict[str, Any]:
+    """The ``data:`` section of a LightningCLI config file (``{}``, the defaults, when it has none)."""
     try:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
@@ -168,8 +166,8 @@ def evaluation_transform(data: dict[str, Any]) -> tuple[Transform, int]:
 def load_trained_embedder(path: str | Path, config_path: str | Path | None = None) -> TrainedEmbedder:
     """Everything needed to embed new images with the checkpoint at ``path``.
 
-    ``config_path``: the run's config file; default: the ``config.yaml`` of the checkpoint's run folder,
-    else the data module's defaults (a warning-free fallback: the caller reports which was used).
+    ``config_path``: the run's config file; default: the ``config.yaml`` of the checkpoint's run folder
+    (:class:`ConfigError` when there is none).
     """
     checkpoint = read_checkpoint(path)
     model = rebuild_model(checkpoint, path)
@@ -179,6 +177,12 @@ def load_trained_embedder(path: str | Path, config_path: str | Path | None = Non
             raise ConfigError(f"Config file '{config_path}' (--config) does not exist.")
     else:
         config_path = find_run_config(path)
+    if config_path is None:
+        # Guessing would embed images at the wrong size or normalisation without a word.
+        raise ConfigError(
+            f"No config.yaml next to '{path}' or in its run folder, so the image size and normalisation of "
+            "its training are unknown. Pass the run's config with --config <run folder>/config.yaml."
+        )
     data = read_data_config(config_path)
     transform, size = evaluation_transform(data)
     return TrainedEmbedder(

@@ -81,11 +81,6 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     device = resolve_device(args.device)
     embedder = load_trained_embedder(args.checkpoint, args.config)
     representation = args.representation or embedder.eval_output
-    if embedder.config_path is None:
-        console.print(
-            "[yellow]No config.yaml next to the checkpoint (nor --config): the images are prepared with the "
-            f"defaults (digits normalisation, {embedder.image_size} px). Pass --config <run>/config.yaml."
-        )
     what = f"{len(collection.class_names)} classes" if collection.labelled else "no labels"
     console.print(
         f"Embedding {len(collection.paths)} images ({what}) from {collection.root} with {args.checkpoint}: "
