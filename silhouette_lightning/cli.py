@@ -25,6 +25,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from silhouette_lightning.callbacks.embedding_projector import EmbeddingProjector
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
@@ -102,6 +103,9 @@ class SilhouetteCLI(LightningCLI):
             for kind in (InterruptCheckpoint, EpochSeed):
                 if not _has(callbacks, kind):
                     callbacks.append(kind())
+        if not _has(callbacks, EmbeddingProjector):
+            # Test/predict embeddings to TensorBoard's Projector; does nothing without a TensorBoardLogger.
+            callbacks.append(EmbeddingProjector())
         if self.subcommand == "predict" and not _has(callbacks, BasePredictionWriter):
             # `predict` leaves <run folder>/predictions.npz unless the config brings its own writer.
             callbacks.append(EmbeddingWriter())

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from silhouette_lightning.checkpoint_classes import adapt_to_checkpoint_classes
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.losses.checks import check_choice
 from silhouette_lightning.losses.cross_batch_memory import CrossBatchMemory
@@ -209,9 +210,15 @@ class EmbeddingModule(LightningModule):
         return self._shared_step(batch, batch_idx, "test", self.test_acc)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``"embeddings"``: the representation that validation and test measure (``eval_output``)."""
         images, labels = batch
         outputs = self.encode(images)
-        return {"embeddings": outputs.embeddings[:, 0], "labels": labels}
+        output = self.eval_output[0] if isinstance(self.eval_output, list | tuple) else self.eval_output
+        return {"embeddings": outputs.get(output)[:, 0], "labels": labels}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint of other classes than the configured data: predict adapts, other stages refuse.
+        adapt_to_checkpoint_classes(self, checkpoint)
 
     def on_train_start(self) -> None:
         # Before the first step, once the training set is known (not in __init__: the data comes later).

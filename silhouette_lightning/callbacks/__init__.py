@@ -1,5 +1,6 @@
 """Callbacks: :class:`EmbeddingPlots` (embedding map and silhouette diagram, with its plotting functions),
-:class:`EmbeddingWriter` (``predict`` -> ``predictions.npz``), :class:`EpochTimer` (seconds per training
+:class:`EmbeddingWriter` (``predict`` -> ``predictions.npz``), :class:`EmbeddingProjector` (test and predict
+embeddings in TensorBoard's Projector), :class:`EpochTimer` (seconds per training
 epoch), and for resumable runs :class:`InterruptCheckpoint` (a checkpoint on SIGTERM / Ctrl+C) and
 :class:`EpochSeed`."""
 
@@ -9,6 +10,7 @@ from silhouette_lightning.callbacks.embedding_map import (
     umap_available,
 )
 from silhouette_lightning.callbacks.embedding_plots import EmbeddingPlots
+from silhouette_lightning.callbacks.embedding_projector import EmbeddingProjector
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.epoch_timer import EpochTimer
@@ -17,6 +19,7 @@ from silhouette_lightning.callbacks.silhouette_diagram import plot_silhouette_di
 
 __all__ = [
     "EmbeddingPlots",
+    "EmbeddingProjector",
     "EmbeddingWriter",
     "EpochSeed",
     "EpochTimer",

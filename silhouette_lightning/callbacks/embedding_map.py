@@ -128,8 +128,20 @@ def plot_embedding_map(
     ``class_names[k]`` names label ``k`` in the legend (the label itself when missing). The method used
     (see :func:`project_embeddings`) is in the title and in ``figure.projection_method``.
     """
-    labels_np = _as_numpy(labels).astype(np.int64).reshape(-1)
     coords, used = project_embeddings(embeddings, method, seed)
+    return plot_projected_map(coords, labels, used, class_names, title)
+
+
+def plot_projected_map(
+    coords: np.ndarray,
+    labels: Tensor | np.ndarray,
+    used: str,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Scatter plot of coordinates ``[N, 2]`` already projected by method ``used`` (see
+    :func:`project_embeddings`), coloured by ``labels`` ``[N]``."""
+    labels_np = _as_numpy(labels).astype(np.int64).reshape(-1)
     if coords.shape[0] != labels_np.shape[0]:
         raise ValueError(f"{coords.shape[0]} embeddings but {labels_np.shape[0]} labels.")
     present = np.unique(labels_np)
