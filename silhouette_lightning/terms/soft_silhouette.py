@@ -33,7 +33,7 @@ class SoftSilhouetteTerm(LossTerm):
         temperature: float = 0.1,
         normalize: bool = True,
         variant: Variant = "pairwise",
-        temperature_scale: TemperatureScale = "absolute",
+        temperature_scale: TemperatureScale = "relative",
     ) -> None:
         super().__init__(weight=weight, input=input, views=views, name=name)
         self.loss = SoftSilhouetteLoss(
