@@ -5,12 +5,16 @@
     python benchmarks/cifar10_study.py report           # the Markdown tables (silhouette-report + timings)
 
 Parts:
-  main    CE, CE + Silhouette, SupCon (2 views), hybrid; 3 seeds; configs/study/cifar10_cpu.yaml.
-  unseen  CE and CE + Silhouette trained on 5 classes (drawn with data.seed 0), test = the other 5.
-  sweep   CE + Silhouette, seed 0: silhouette temperature 0.05 / 0.2 / 0.5 and weight 0.3 / 3.0
+  main    CE, CE + Silhouette, SupCon (2 views), hybrid; 3 seeds; configs/study/cifar10_cpu.yaml. The
+          silhouette terms of CE + Silhouette and of the hybrid use the *absolute* temperature (the
+          loss's default when the study ran; set explicitly here, the default is now relative).
+  unseen  CE and CE + Silhouette (absolute) trained on 5 classes (drawn with data.seed 0), test = the
+          other 5.
+  sweep   CE + Silhouette (absolute), seed 0: silhouette temperature 0.05 / 0.2 / 0.5 and weight 0.3 / 3.0
           (the main runs use temperature 0.1, weight 1.0).
-  relative  CE + Silhouette with temperature_scale "relative" (the soft minimum's temperature scales with
-          the anchor's distances; see docs/results.md for why), 3 seeds, seen and unseen classes.
+  relative  CE + Silhouette as configs/method/ce_silhouette.yaml ships it: temperature_scale "relative"
+          (the soft minimum's temperature scales with the anchor's distances; see docs/results.md for
+          why), 3 seeds, seen and unseen classes; its runs are named ce_silhouette_relative.
   relative_sweep  the sweep's five settings with temperature_scale "relative", seed 0.
 
 Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, run one
@@ -28,6 +32,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+import yaml
 
 from silhouette_lightning.sweep import Run, run_sequentially
 
@@ -49,6 +55,9 @@ SWEEP = {
     "w0.3": {"weight": 0.3},
     "w3.0": {"weight": 3.0},
 }
+# The study's silhouette runs without "relative" in their name used the absolute temperature, then the
+# default; it is set explicitly so that they still reproduce (the default is now "relative").
+ABSOLUTE = {"temperature_scale": "absolute"}
 RELATIVE = {"temperature_scale": "relative"}
 
 
@@ -77,24 +86,36 @@ def _study_run(save_dir: Path, name: str, seed: int, args: tuple[str, ...]) -> R
     return Run("cifar10_5k", name, seed, save_dir / name / f"seed_{seed}", fit_args)
 
 
+def _method_args(method: str) -> tuple[str, ...]:
+    """A method config as the study ran it: its Soft Silhouette term (if any) with the absolute
+    temperature, the other terms as the config sets them."""
+    config = REPO / "configs" / "method" / f"{method}.yaml"
+    args = ("--config", str(config.relative_to(REPO)))
+    terms = yaml.safe_load(config.read_text())["model"]["losses"]
+    silhouettes = [term for term in terms if term["class_path"].endswith(".SoftSilhouetteTerm")]
+    if not silhouettes:
+        return args
+    for term in silhouettes:
+        term.setdefault("init_args", {}).update(ABSOLUTE)
+    return (*args, "--model.losses", json.dumps(terms))
+
+
 def runs(parts: list[str], seeds: list[int]) -> list[Run]:
     planned: list[Run] = []
     if "main" in parts:
         for seed in seeds:
             for method in MAIN_METHODS:
-                planned.append(
-                    _study_run(RUNS / "cifar10", method, seed, ("--config", f"configs/method/{method}.yaml"))
-                )
+                planned.append(_study_run(RUNS / "cifar10", method, seed, _method_args(method)))
     if "unseen" in parts:
         for seed in seeds:
             for method in UNSEEN_METHODS:
-                args = ("--config", f"configs/method/{method}.yaml", "--data.unseen_classes", "5")
+                args = (*_method_args(method), "--data.unseen_classes", "5")
                 planned.append(_study_run(RUNS / "cifar10_unseen", method, seed, args))
     if "sweep" in parts:
         for label, silhouette_args in SWEEP.items():
             args = (
                 "--config", "configs/method/ce_silhouette.yaml",
-                "--model.losses", _ce_silhouette_losses(silhouette_args),
+                "--model.losses", _ce_silhouette_losses({**silhouette_args, **ABSOLUTE}),
             )  # fmt: skip
             planned.append(_study_run(RUNS / "cifar10_sweep", f"ce_silhouette_{label}", 0, args))
     if "relative" in parts:
@@ -103,11 +124,7 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
             (RUNS / "cifar10_unseen", ("--data.unseen_classes", "5")),
         ):
             for seed in seeds:
-                args = (
-                    "--config", "configs/method/ce_silhouette.yaml",
-                    "--model.losses", _ce_silhouette_losses(RELATIVE),
-                    *extra,
-                )  # fmt: skip
+                args = ("--config", "configs/method/ce_silhouette.yaml", *extra)  # relative, as shipped
                 planned.append(_study_run(save_dir, "ce_silhouette_relative", seed, args))
     if "relative_sweep" in parts:
         for label, silhouette_args in SWEEP.items():
@@ -225,10 +242,10 @@ def diagnose(folders: list[Path], samples: int = 2000) -> None:
             outputs = model.encode(images)
             points = torch.nn.functional.normalize(outputs.get(model.eval_output)[:, 0].double(), dim=1)
             hard = silhouette_terms(points, labels, soft_min="hard")
-            soft = silhouette_terms(points, labels, temperature=0.1)
+            soft = silhouette_terms(points, labels, temperature=0.1, temperature_scale="absolute")
             relative = silhouette_terms(points, labels, temperature=0.1, temperature_scale="relative")
             # Mean distance to every other class = the soft minimum with an infinite temperature.
-            mean_other = silhouette_terms(points, labels, temperature=1e9).b
+            mean_other = silhouette_terms(points, labels, temperature=1e9, temperature_scale="absolute").b
             exact = float(silhouette_score(points, labels))
             spread = torch.cdist(points, points).mean()
         print(

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from silhouette_lightning.cli import main, run_cli
 
@@ -45,6 +46,36 @@ def test_method_config_trains_on_digits(method):
     assert "val/acc" in logged
     if cli.model.online_linear_eval:
         assert "train/loss/linear_eval" in logged
+
+
+def _soft_silhouette_terms(node):
+    """Every ``init_args`` of a SoftSilhouetteTerm anywhere in a parsed YAML document."""
+    if isinstance(node, dict):
+        if str(node.get("class_path", "")).endswith(".SoftSilhouetteTerm"):
+            yield node.get("init_args") or {}
+        for value in node.values():
+            yield from _soft_silhouette_terms(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _soft_silhouette_terms(value)
+
+
+def test_every_shipped_soft_silhouette_is_scale_invariant():
+    """DESIGN.md "Scale invariance": the quick start and every method config use the relative temperature
+    (the absolute one collapsed the embedding on CIFAR-10), and say so explicitly."""
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    found = {
+        path.relative_to(REPO).as_posix(): list(_soft_silhouette_terms(yaml.safe_load(path.read_text())))
+        for path in configs
+    }
+    with_silhouette = {path: terms for path, terms in found.items() if terms}
+    assert {
+        "configs/quickstart.yaml",
+        "configs/method/ce_silhouette.yaml",
+        "configs/method/hybrid.yaml",
+    } <= set(with_silhouette)
+    for path, terms in with_silhouette.items():
+        assert all(args.get("temperature_scale") == "relative" for args in terms), path
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda path: path.stem)

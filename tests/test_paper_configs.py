@@ -107,6 +107,18 @@ def test_methods_share_the_data_sets_protocol_and_differ_only_in_the_objective(c
         assert protocol["model"]["lr_scheduler"]["init_args"]["T_max"] == protocol["trainer"]["max_epochs"]
 
 
+def test_every_soft_silhouette_of_the_protocol_is_scale_invariant(composed):
+    """DESIGN.md "Scale invariance": the absolute temperature collapsed the embedding on CIFAR-10, so no
+    paper run may use it (resolved value, defaults included)."""
+    silhouettes = 0
+    for key, config in composed.items():
+        for term in config["model"]["losses"]:
+            if term["class_path"].endswith(".SoftSilhouetteTerm"):
+                silhouettes += 1
+                assert term["init_args"]["temperature_scale"] == "relative", key
+    assert silhouettes >= 3 * len(DATASETS)  # ce_silhouette, supcon_silhouette, hybrid
+
+
 def test_backbones_image_sizes_and_weights_fit_each_data_set(composed):
     for dataset in DATASETS:
         config = composed[dataset, "hybrid"]

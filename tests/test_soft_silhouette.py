@@ -561,10 +561,15 @@ def test_logsumexp_is_a_lower_bound_within_tau_log_k():
     means = class_means(x, y)
     lo = torch.tensor([min(m.values()) for m in means], dtype=F64)
     k = torch.tensor([len(m) for m in means], dtype=F64)
+    mean = torch.tensor([sum(m.values()) / len(m) for m in means], dtype=F64)
     for temperature in (1e-3, 0.1, 1.0):
-        b = silhouette_terms(x, y, distance="euclidean", soft_min="logsumexp", temperature=temperature).b
-        assert (b <= lo + 1e-12).all()
-        assert (b >= lo - temperature * torch.log(k) - 1e-12).all()
+        # The bound is in units of the temperature actually used: tau_i = temperature * mean_c delta(i, c)
+        # with the (default) relative scale, temperature itself with the absolute one.
+        for scale, tau in (("relative", temperature * mean), ("absolute", temperature)):
+            kwargs = dict(distance="euclidean", soft_min="logsumexp", temperature_scale=scale)
+            b = silhouette_terms(x, y, temperature=temperature, **kwargs).b
+            assert (b <= lo + 1e-12).all()
+            assert (b >= lo - tau * torch.log(k) - 1e-12).all()
     # At large temperature the unclamped value -tau log K + mean is negative: it is clamped to 0.
     b = silhouette_terms(x, y, distance="euclidean", soft_min="logsumexp", temperature=1e3).b
     assert_close(b, torch.zeros_like(b), tol=0.0)

@@ -21,7 +21,7 @@ def masked_soft_min(
     mask: Tensor,
     soft_min: SoftMin,
     temperature: float,
-    temperature_scale: TemperatureScale = "absolute",
+    temperature_scale: TemperatureScale = "relative",
 ) -> Tensor:
     """Soft minimum of ``values`` ``[N, C]`` along the last axis over the entries where ``mask`` is True.
 
@@ -34,12 +34,13 @@ def masked_soft_min(
       prefer a small temperature or ``"softmax"``.)
     * ``"hard"`` (or ``temperature == 0``): the plain minimum.
 
-    ``temperature_scale="relative"`` uses ``temperature * mean(row)`` (the mean over the row's True
-    entries) instead of ``temperature``: the soft minimum then scales with the values (``f(k v) = k f(v)``),
-    so a ratio built on it, such as the silhouette, does not change when all distances shrink. With an
-    absolute temperature, shrinking every distance moves the softmax weights towards uniform and the
-    soft minimum from the nearest value towards the mean: a loss on the ratio can then gain by collapsing
-    the embedding, which we measured on CIFAR-10 (docs/results.md).
+    ``temperature_scale="relative"`` (default) uses ``temperature * mean(row)`` (the mean over the row's
+    True entries) as the temperature: the soft minimum then scales with the values (``f(k v) = k f(v)``
+    for every ``k > 0``), so a ratio built on it, such as the silhouette, does not change when all
+    distances are multiplied by ``k``. ``"absolute"`` uses ``temperature`` as it is: shrinking every
+    distance then moves the softmax weights towards uniform and the soft minimum from the nearest value
+    towards the mean, so a loss on the ratio gains by collapsing the embedding, which training does
+    (measured on CIFAR-10, docs/results.md).
 
     Rows without any True entry return 0 (finite, with a finite gradient); callers mark them invalid.
     Masked entries are excluded with the dtype's most negative finite value rather than ``-inf``, so that

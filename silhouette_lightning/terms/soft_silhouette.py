@@ -37,7 +37,7 @@ class SoftSilhouetteTerm(LossTerm):
         temperature: float = 0.1,
         normalize: bool = True,
         variant: Variant = "pairwise",
-        temperature_scale: TemperatureScale = "absolute",
+        temperature_scale: TemperatureScale = "relative",
         memory_size: int = 0,
     ) -> None:
         super().__init__(weight=weight, input=input, views=views, name=name)

@@ -10,8 +10,11 @@ from __future__ import annotations
 from tests.oracles.silhouette_oracle import distance, soft_min, to_labels, to_rows
 
 
-def centroid_terms(x, y, ref_x=None, ref_y=None, *, metric, kind, temperature):
-    """Lists ``s, a, b, valid``; without references the anchors are their own references."""
+def centroid_terms(x, y, ref_x=None, ref_y=None, *, metric, kind, temperature, temperature_scale="relative"):
+    """Lists ``s, a, b, valid``; without references the anchors are their own references.
+
+    ``temperature_scale="relative"``: the soft minimum's temperature is ``temperature`` times the mean of
+    the anchor's distances to the other centroids; ``"absolute"``: ``temperature``."""
     anchors, labels = to_rows(x), to_labels(y)
     same = ref_x is None
     refs, ref_labels = (anchors, labels) if same else (to_rows(ref_x), to_labels(ref_y))
@@ -27,7 +30,9 @@ def centroid_terms(x, y, ref_x=None, ref_y=None, *, metric, kind, temperature):
             s.append(0.0), a.append(0.0), b.append(0.0), valid.append(False)
             continue
         a_i = distance(point, centroids[label], metric)
-        b_i = soft_min([distance(point, centroids[c], metric) for c in other_classes], kind, temperature)
+        other = [distance(point, centroids[c], metric) for c in other_classes]
+        t = temperature * (sum(other) / len(other)) if temperature_scale == "relative" else temperature
+        b_i = soft_min(other, kind, t)
         denom = max(a_i, b_i)
         s.append((b_i - a_i) / denom if denom > 0 else 0.0)
         a.append(a_i), b.append(b_i), valid.append(True)

@@ -95,12 +95,13 @@ def silhouette_terms(
     temperature: float,
     exclude: Sequence[int] | None = None,
     ops=FLOAT_OPS,
-    temperature_scale: str = "absolute",
+    temperature_scale: str = "relative",
 ) -> list[tuple]:
     """Per-anchor ``(s, a, b, valid)``; ``s = a = b = 0`` for invalid anchors.
 
-    ``temperature_scale="relative"``: the soft minimum's temperature is ``temperature`` times the mean of
-    the anchor's distances to the other classes.
+    ``temperature_scale="relative"`` (the loss's default): the soft minimum's temperature is
+    ``temperature`` times the mean of the anchor's distances to the other classes; ``"absolute"``: it is
+    ``temperature``.
 
     Without references, the anchors are the references and each anchor excludes itself. With references,
     nothing is excluded unless ``exclude[i]`` names the position of anchor ``i`` among the references.
@@ -139,8 +140,13 @@ def silhouette_terms(
     return out
 
 
-def silhouette_samples(x, y, *, metric: str, kind: str, temperature: float, ops=FLOAT_OPS) -> list:
-    return [t[0] for t in silhouette_terms(x, y, metric=metric, kind=kind, temperature=temperature, ops=ops)]
+def silhouette_samples(
+    x, y, *, metric: str, kind: str, temperature: float, ops=FLOAT_OPS, temperature_scale: str = "relative"
+) -> list:
+    terms = silhouette_terms(
+        x, y, metric=metric, kind=kind, temperature=temperature, ops=ops, temperature_scale=temperature_scale
+    )
+    return [t[0] for t in terms]
 
 
 def loss(
@@ -155,13 +161,24 @@ def loss(
     normalize: bool,
     reduction: str,
     ops=FLOAT_OPS,
+    temperature_scale: str = "relative",
 ):
     """``"mean"`` / ``"sum"`` of ``(1 - s_i) / 2`` over valid anchors (0 if none); a list for ``"none"``."""
     if normalize:
         x = normalize_rows(x, ops)
         if ref_x is not None:
             ref_x = normalize_rows(ref_x, ops)
-    terms = silhouette_terms(x, y, ref_x, ref_y, metric=metric, kind=kind, temperature=temperature, ops=ops)
+    terms = silhouette_terms(
+        x,
+        y,
+        ref_x,
+        ref_y,
+        metric=metric,
+        kind=kind,
+        temperature=temperature,
+        ops=ops,
+        temperature_scale=temperature_scale,
+    )
     per_anchor = [(1.0 - s) / 2.0 if valid else 0.0 for s, _, _, valid in terms]
     if reduction == "none":
         return per_anchor
