@@ -155,7 +155,8 @@ def small_disk(tmp_path) -> Path:
 
 
 def test_a_full_disk_leaves_the_previous_last_ckpt_intact(small_disk):
-    done = _cli(small_disk, "fit", "--trainer.max_epochs", "2")
+    # FROZEN: no later epoch improves, so the failing write is the one that replaces last.ckpt.
+    done = _cli(small_disk, "fit", "--trainer.max_epochs", "2", *FROZEN)
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoints = small_disk / "runs" / NAME / "version_0" / "checkpoints"
     last = checkpoints / "last.ckpt"
@@ -163,8 +164,20 @@ def test_a_full_disk_leaves_the_previous_last_ckpt_intact(small_disk):
     # Leave less free space than one checkpoint: the next save fails mid-write.
     free = shutil.disk_usage(small_disk).free
     (small_disk / "filler").write_bytes(b"\0" * max(0, free - size // 2))
-    result = _cli(small_disk, "fit", "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    result = _cli(small_disk, "fit", "--trainer.max_epochs", "3", *FROZEN, "--ckpt_path", "last")
     assert result.returncode != 0
     assert "No space left on device" in result.stderr
     assert _epoch(last) == 1  # the previous end of epoch, readable
     assert [p.name for p in checkpoints.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_test_after_fit_plots_are_labelled_with_the_tested_checkpoints_epoch(tmp_path):
+    # FROZEN: the best checkpoint is epoch 0, the last epoch is 2.
+    result = _cli(
+        tmp_path, "fit", "--trainer.max_epochs", "3", *FROZEN, "--test_after_fit", "true",
+        "--trainer.callbacks+=silhouette_lightning.callbacks.EmbeddingPlots",
+        "--trainer.callbacks.projection", "pca",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    plots = sorted(p.name for p in (tmp_path / "runs" / NAME / "version_0" / "plots").glob("test_*"))
+    assert plots == ["test_embedding_map_epoch0.png", "test_silhouette_diagram_epoch0.png"]
