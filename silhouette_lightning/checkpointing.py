@@ -81,6 +81,26 @@ class EpochEndCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def check_writable(folder: str | os.PathLike, key: str) -> None:
+    """Raise a ConfigError naming ``key`` unless files can be created in ``folder`` (or its nearest
+    existing parent, where it will be created). A real file is created and removed: ``os.access`` says yes
+    to root on a read-only mount."""
+    from silhouette_lightning.errors import ConfigError
+
+    if "://" in str(folder):
+        return
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(
+            f"{key}: cannot write into {existing} ({error.strerror}); choose a writable folder for the run."
+        ) from error
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """None if ``path`` loads as a Lightning checkpoint, else what is wrong with it (for a message)."""
     if not path.exists():

@@ -31,7 +31,12 @@ from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from silhouette_lightning.callbacks.stop_on_sigterm import StopOnSigterm
-from silhouette_lightning.checkpointing import AtomicCheckpointIO, EpochEndCheckpoint, checkpoint_problem
+from silhouette_lightning.checkpointing import (
+    AtomicCheckpointIO,
+    EpochEndCheckpoint,
+    check_writable,
+    checkpoint_problem,
+)
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.launch_checks import check_launch, close_process_group
@@ -194,7 +199,14 @@ class SilhouetteCLI(LightningCLI):
         return None
 
     def before_fit(self) -> None:
-        """``--ckpt_path last``: continue the newest run of this name (:mod:`silhouette_lightning.resume`)."""
+        """The output folder must be writable (else the first checkpoint fails after an epoch of work);
+        ``--ckpt_path last``: continue the newest run of this name (:mod:`silhouette_lightning.resume`)."""
+        if not self.trainer.fast_dev_run:
+            logger_dir = getattr(self.trainer.logger, "save_dir", None)
+            checkpoint_dir = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+            check_writable(logger_dir or self.trainer.default_root_dir, "trainer.logger.init_args.save_dir")
+            if checkpoint_dir:
+                check_writable(checkpoint_dir, "checkpoint.dirpath")
         if self._get(self.config, "ckpt_path") != "last":
             return
         point = self._resume_point()
@@ -232,6 +244,20 @@ class SilhouetteCLI(LightningCLI):
         if self._get(self.config, "test_after_fit") and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
         self._print_run_folder()
+
+    def after_validate(self) -> None:
+        self._print_outputs()
+
+    def after_test(self) -> None:
+        self._print_outputs()
+
+    def after_predict(self) -> None:
+        self._print_outputs()
+
+    def _print_outputs(self) -> None:
+        """validate / test / predict write a run folder of their own (next to the training run's): say so."""
+        if self.trainer.log_dir is not None and self.trainer.logger is not None:
+            rank_zero_info(f"Results of `{self.subcommand}`: {self.trainer.log_dir} (metrics.csv, plots/...)")
 
     def _print_run_folder(self) -> None:
         if self.trainer.log_dir is None:

@@ -181,3 +181,24 @@ def test_test_after_fit_plots_are_labelled_with_the_tested_checkpoints_epoch(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     plots = sorted(p.name for p in (tmp_path / "runs" / NAME / "version_0" / "plots").glob("test_*"))
     assert plots == ["test_embedding_map_epoch0.png", "test_silhouette_diagram_epoch0.png"]
+
+
+def test_a_read_only_output_folder_is_one_line_before_training(tmp_path):
+    # A read-only mount: root ignores chmod, not a read-only file system.
+    mountpoint = tmp_path / "readonly"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mountpoint)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        result = _cli(
+            tmp_path, "fit", "--trainer.max_epochs", "1",
+            "--trainer.logger.init_args.save_dir", str(mountpoint / "runs"),
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "trainer.logger.init_args.save_dir: cannot write into" in result.stderr
+    assert "Traceback" not in result.stderr and "Epoch" not in result.stderr
