@@ -31,9 +31,10 @@ def _gather(tensor: Tensor) -> Tensor:
 def _evaluated_epoch(trainer: Trainer) -> int:
     """The epoch of the weights being evaluated: outside ``fit`` (``test_after_fit`` tests the best
     checkpoint, ``test --ckpt_path``) the checkpoint's epoch, not the trainer's last one."""
-    if trainer.state.fn != TrainerFn.FITTING and trainer.ckpt_path:
+    state, ckpt_path = getattr(trainer, "state", None), getattr(trainer, "ckpt_path", None)
+    if state is not None and state.fn != TrainerFn.FITTING and ckpt_path:
         try:
-            checkpoint = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
             return int(checkpoint["epoch"])
         except Exception:  # noqa: BLE001 - a label must never stop the run
             pass
