@@ -7,13 +7,15 @@ any key can be overridden on the command line (``--data.batch_size 64``).
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
+import torch
 from jsonargparse import lazy_instance
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
-    ModelCheckpoint,
     ModelSummary,
     ProgressBar,
     RichModelSummary,
@@ -29,12 +31,19 @@ from silhouette_lightning.callbacks.embedding_projector import EmbeddingProjecto
 from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
+from silhouette_lightning.callbacks.stop_on_sigterm import StopOnSigterm
+from silhouette_lightning.checkpointing import (
+    AtomicCheckpointIO,
+    EpochEndCheckpoint,
+    check_writable,
+    checkpoint_problem,
+)
 from silhouette_lightning.config_checks import check_config, check_config_files
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
 from silhouette_lightning.launch_checks import check_launch, close_process_group, report_to_torchrun
 from silhouette_lightning.module import EmbeddingModule
-from silhouette_lightning.resume import continue_metrics_csv, find_resume_point
+from silhouette_lightning.resume import ResumePoint, continue_metrics_csv, resume_candidates
 
 _TRAINER_DEFAULTS = {
     # Every run leaves runs/<name>/version_<n>/{config.yaml, metrics.csv, checkpoints/}.
@@ -48,7 +57,8 @@ class SilhouetteCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         # Checkpoints are configurable as `checkpoint.*` (monitor, save_top_k, every_n_epochs, ...).
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # EpochEndCheckpoint: last.ckpt is the end of the last finished epoch, not only of improving ones.
+        parser.add_lightning_class_args(EpochEndCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
@@ -106,15 +116,74 @@ class SilhouetteCLI(LightningCLI):
         if not _has(callbacks, EmbeddingProjector):
             # Test/predict embeddings to TensorBoard's Projector; does nothing without a TensorBoardLogger.
             callbacks.append(EmbeddingProjector())
+        if not _has(callbacks, StopOnSigterm):  # SIGTERM also stops test_after_fit, test, predict, ...
+            callbacks.append(StopOnSigterm())
         if self.subcommand == "predict" and not _has(callbacks, BasePredictionWriter):
             # `predict` leaves <run folder>/predictions.npz unless the config brings its own writer.
             callbacks.append(EmbeddingWriter())
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            # Checkpoints are written atomically: a full disk never leaves a torn last.ckpt.
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        if config.get("fast_dev_run") and config.get("default_root_dir") is None:
+            # fast_dev_run disables the logger, so checkpoints/ and plots/ would land in the current folder.
+            kwargs["default_root_dir"] = tempfile.mkdtemp(prefix="silhouette-fast-dev-run-")
+            rank_zero_info(f"fast_dev_run: outputs (if any) go to {kwargs['default_root_dir']}")
         return super().instantiate_trainer(callbacks=callbacks, **kwargs)
 
-    def before_fit(self) -> None:
-        """``--ckpt_path last``: continue the newest run of this name (:mod:`silhouette_lightning.resume`)."""
-        if self._get(self.config, "ckpt_path") != "last":
-            return
+    def _parse_ckpt_path(self) -> None:
+        """An explicit ``--ckpt_path`` file must be a readable checkpoint (one line, exit 2, else a deep
+        torch traceback). Lightning then replaces the config's ``model`` by the checkpoint's hyperparameters
+        (the weights need the model they were trained with); the keys that changed are named in a warning.
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or ckpt_path in _LIGHTNING_CKPT_NAMES or "://" in str(ckpt_path):
+            return super()._parse_ckpt_path()
+        problem = checkpoint_problem(Path(ckpt_path))
+        if problem is not None:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: {problem}. Pass an intact .ckpt file (or `last` for the newest "
+                "checkpoint of this run name)."
+            )
+        before = _flat(self.config[subcommand].get("model"))
+        super()._parse_ckpt_path()
+        after = _flat(self.config[subcommand].get("model"))
+        changed = [
+            f"model.{key}: {before.get(key)!r} -> {after.get(key)!r}"
+            for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)
+        ]
+        if changed:
+            rank_zero_warn(
+                f"--ckpt_path {ckpt_path}: the model is built from the checkpoint's hyperparameters, which "
+                f"override the config (config -> checkpoint): {'; '.join(changed)}"
+            )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """``--ckpt_path last`` outside ``fit`` must find a run (else validate/test/predict would use random
+        weights with exit 0): the newest intact resumable checkpoint of this run name, else exit 2."""
+        ckpt_path = self._get(self.config, "ckpt_path")
+        if ckpt_path == "last" and subcommand != "fit":
+            point = self._resume_point()
+            if point is None:
+                raise ConfigError(
+                    f"--ckpt_path last: no intact checkpoint in {self._resume_folders()}; `{subcommand}` "
+                    "needs trained weights: pass --ckpt_path <file.ckpt> or the config of the trained run."
+                )
+            rank_zero_info(f"{subcommand}: using {point.checkpoint}")
+            self.config_init[subcommand]["ckpt_path"] = str(point.checkpoint)
+        super()._run_subcommand(subcommand)
+
+    def _resume_folders(self) -> str:
+        """Where ``--ckpt_path last`` looks, for messages."""
+        run_root, fixed_dirs, _, version = self._resume_search()
+        if fixed_dirs:
+            return ", ".join(str(d) for d in fixed_dirs)
+        return f"{run_root}/{version or '*'}/checkpoints"
+
+    def _resume_search(self) -> tuple[Path | None, list[Path], Path | None, str | None]:
         logger = self.trainer.logger
         run_root = getattr(logger, "root_dir", None)
         checkpoint = self.trainer.checkpoint_callback
@@ -122,21 +191,59 @@ class SilhouetteCLI(LightningCLI):
         if run_root is None and not fixed_dirs:  # no logger: checkpoints go to <default_root_dir>/checkpoints
             fixed_dirs = [Path(self.trainer.default_root_dir) / "checkpoints"]
         fixed_version = getattr(logger, "_version", None)  # set in the config, else chosen lazily
-        point = find_resume_point(
+        return (
             Path(run_root) if run_root is not None and not fixed_dirs else None,
             fixed_dirs,
             # Lightning's SLURM requeue checkpoints live in default_root_dir, shared by every run started
             # there: only inside a SLURM job are they this run's (Lightning itself looks only then).
-            hpc_dir=Path(self.trainer.default_root_dir) if SLURMEnvironment.detect() else None,
-            version=None if fixed_version is None else _folder_of(fixed_version),
+            Path(self.trainer.default_root_dir) if SLURMEnvironment.detect() else None,
+            None if fixed_version is None else _folder_of(fixed_version),
         )
+
+    def _resume_point(self) -> ResumePoint | None:
+        """The newest *intact* resumable checkpoint (:mod:`silhouette_lightning.resume`); a torn or corrupt
+        newer one is named in a warning and skipped."""
+        run_root, fixed_dirs, hpc_dir, version = self._resume_search()
+        for point in resume_candidates(run_root, fixed_dirs, hpc_dir=hpc_dir, version=version):
+            problem = checkpoint_problem(point.checkpoint)
+            if problem is None:
+                return point
+            rank_zero_warn(f"--ckpt_path last: skipping {point.checkpoint}: {problem}")
+        return None
+
+    def before_fit(self) -> None:
+        """The output folder must be writable (else the first checkpoint fails after an epoch of work);
+        ``--ckpt_path last``: continue the newest run of this name (:mod:`silhouette_lightning.resume`)."""
+        if not self.trainer.fast_dev_run:
+            logger_dir = getattr(self.trainer.logger, "save_dir", None)
+            checkpoint_dir = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+            check_writable(logger_dir or self.trainer.default_root_dir, "trainer.logger.init_args.save_dir")
+            if checkpoint_dir:
+                check_writable(checkpoint_dir, "checkpoint.dirpath")
+        if self._get(self.config, "ckpt_path") != "last":
+            return
+        point = self._resume_point()
         subcommand_config = self.config_init[self.subcommand]
         if point is None:
             # Not an error, so a requeued job script can always pass --ckpt_path last.
-            where = ", ".join(str(d) for d in fixed_dirs) or f"{run_root}/*/checkpoints"
-            rank_zero_warn(f"--ckpt_path last: no checkpoint in {where}; starting a new run.")
+            rank_zero_warn(
+                f"--ckpt_path last: no checkpoint in {self._resume_folders()}; starting a new run from "
+                "scratch."
+                " (If a run should be there, check --trainer.logger.init_args.save_dir/name.)"
+            )
             subcommand_config["ckpt_path"] = None
             return
+        max_epochs = self.trainer.max_epochs
+        if point.checkpoint.name.startswith("last") and max_epochs is not None and max_epochs >= 0:
+            epoch = torch.load(point.checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"]
+            if epoch + 1 >= max_epochs:  # last*.ckpt is written at the end of its epoch
+                rank_zero_info(
+                    f"--ckpt_path last: {point.checkpoint} is the end of epoch {epoch + 1} of "
+                    f"trainer.max_epochs={max_epochs}: the run is finished, nothing to do. "
+                    "Raise --trainer.max_epochs to train further."
+                )
+                raise SystemExit(0)
+        logger = self.trainer.logger
         if point.version is not None and hasattr(logger, "_version"):
             # Log into the resumed run's folder (metrics.csv continues, checkpoints are replaced there).
             # The logger computes its version lazily, so setting it before fit() starts is enough.
@@ -150,6 +257,20 @@ class SilhouetteCLI(LightningCLI):
         if self._get(self.config, "test_after_fit") and not self.trainer.fast_dev_run:
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best")
         self._print_run_folder()
+
+    def after_validate(self) -> None:
+        self._print_outputs()
+
+    def after_test(self) -> None:
+        self._print_outputs()
+
+    def after_predict(self) -> None:
+        self._print_outputs()
+
+    def _print_outputs(self) -> None:
+        """validate / test / predict write a run folder of their own (next to the training run's): say so."""
+        if self.trainer.log_dir is not None and self.trainer.logger is not None:
+            rank_zero_info(f"Results of `{self.subcommand}`: {self.trainer.log_dir} (metrics.csv, plots/...)")
 
     def _print_run_folder(self) -> None:
         if self.trainer.log_dir is None:
@@ -168,6 +289,10 @@ class SilhouetteCLI(LightningCLI):
         rank_zero_info("\n".join(lines))
 
 
+# Names that Lightning resolves itself (not files).
+_LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")
+
+
 def _folder_of(version: int | str) -> str:
     """The folder name of a logger ``version`` (as CSVLogger/TensorBoardLogger name it)."""
     return version if isinstance(version, str) else f"version_{version}"
@@ -177,6 +302,13 @@ def _version_of(folder: str) -> int | str:
     """The logger ``version`` that names ``folder`` (``version_3`` -> 3; other names as they are)."""
     number = folder.removeprefix("version_")
     return int(number) if folder.startswith("version_") and number.isdigit() else folder
+
+
+def _flat(namespace) -> dict:
+    """``{"a.b": value}`` for a (nested) jsonargparse Namespace; {} for None."""
+    if namespace is None:
+        return {}
+    return dict(namespace.items()) if hasattr(namespace, "items") else {"": namespace}
 
 
 def _has(callbacks: list, kind: type) -> bool:

@@ -38,7 +38,18 @@ def find_resume_point(
     hpc_dir: Path | None = None,
     version: str | None = None,
 ) -> ResumePoint | None:
-    """The newest resumable checkpoint, or None.
+    """The newest resumable checkpoint, or None (:func:`resume_candidates` lists them all)."""
+    candidates = resume_candidates(run_root, checkpoint_dirs, hpc_dir, version)
+    return candidates[0] if candidates else None
+
+
+def resume_candidates(
+    run_root: Path | None,
+    checkpoint_dirs: list[Path],
+    hpc_dir: Path | None = None,
+    version: str | None = None,
+) -> list[ResumePoint]:
+    """The resumable checkpoints, newest (modification time) first.
 
     Args:
         run_root: the logger's ``<save_dir>/<name>``; its sub-folders are versions with ``checkpoints/``.
@@ -57,10 +68,8 @@ def find_resume_point(
         candidates += [(path, None) for path in _resumable(folder)]
     if hpc_dir is not None and hpc_dir.is_dir():
         candidates += [(path, None) for path in hpc_dir.glob(HPC_PATTERN)]
-    if not candidates:
-        return None
-    path, version = max(candidates, key=lambda candidate: candidate[0].stat().st_mtime_ns)
-    return ResumePoint(path, version)
+    candidates.sort(key=lambda candidate: candidate[0].stat().st_mtime_ns, reverse=True)
+    return [ResumePoint(path, folder) for path, folder in candidates]
 
 
 def _resumable(folder: Path) -> list[Path]:

@@ -22,3 +22,16 @@ class KillAt(Callback):
     ) -> None:
         if (trainer.current_epoch, batch_idx, trainer.global_rank) == (self.epoch, self.batch, self.rank):
             os.kill(os.getpid(), self.signal)
+
+
+class KillAtTest(Callback):
+    """Sends SIGTERM to this process before test batch ``batch`` (``test_after_fit`` must stop on it)."""
+
+    def __init__(self, batch: int = 0) -> None:
+        self.batch = batch
+
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)

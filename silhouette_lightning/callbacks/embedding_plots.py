@@ -28,6 +28,19 @@ def _gather(tensor: Tensor) -> Tensor:
     return torch.cat([part for part in gather_all_tensors(tensor.contiguous()) if part.numel()], dim=0)
 
 
+def _evaluated_epoch(trainer: Trainer) -> int:
+    """The epoch of the weights being evaluated: outside ``fit`` (``test_after_fit`` tests the best
+    checkpoint, ``test --ckpt_path``) the checkpoint's epoch, not the trainer's last one."""
+    state, ckpt_path = getattr(trainer, "state", None), getattr(trainer, "ckpt_path", None)
+    if state is not None and state.fn != TrainerFn.FITTING and ckpt_path:
+        try:
+            checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+            return int(checkpoint["epoch"])
+        except Exception:  # noqa: BLE001 - a label must never stop the run
+            pass
+    return trainer.current_epoch
+
+
 class EmbeddingPlots(Callback):
     """Saves an embedding map and a silhouette diagram of the evaluated embeddings as PNG, and logs them.
 
@@ -140,7 +153,7 @@ class EmbeddingPlots(Callback):
             keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.max_points].sort().values
             embeddings, labels = embeddings[keep], labels[keep]
         class_names = self._class_names(trainer, stage)
-        epoch = trainer.current_epoch
+        epoch = _evaluated_epoch(trainer)
         os.makedirs(folder, exist_ok=True)
         figures = {}
         try:
