@@ -94,12 +94,15 @@ def test_options_change_one_thing_from_the_recommended_recipe(omniglot):
 
 def test_planned_commands_parse(omniglot, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the commands name configs relative to the repository
-    runs = recipe_study.plan(["digits", "omniglot"], ["methods", "unseen", "options"], [0], [0], ["Latin"])
+    parts = ["methods", "unseen", "options"]
+    runs = recipe_study.plan(["digits", "cifar10", "omniglot"], parts, [0], [0], ["Latin"])
     picked = {(run.folder.parts[2], run.method): run for run in runs}
     for key in [
         ("digits", "hybrid"),
         ("digits_unseen", "supcon"),
         ("digits_options_unseen", "ce_silhouette_balanced"),
+        ("cifar10", "triplet"),
+        ("cifar10_options_unseen", "ce_silhouette_hard_min"),
         ("omniglot_unseen_Latin", "proxy_anchor"),
         ("omniglot_options", "ce_silhouette_memory"),
         ("omniglot_options", "ce_silhouette_head1"),
