@@ -3,7 +3,7 @@ Silhouette's options on digits, the CIFAR-10 subset and Omniglot, on seen and on
 
     python benchmarks/recipe_study.py prepare [digits cifar10 omniglot] [--archive ...]
     python benchmarks/recipe_study.py run [--data ...] [--part methods unseen options] [--seeds 0 1 2]
-        [--option-seeds 0] [--folds ALPHABET ...] [--dry-run]
+        [--option-seeds 0] [--folds ALPHABET ...] [--runs runs/recipe] [--dry-run]
     python benchmarks/recipe_study.py report [--data ...]     # the Markdown tables
 
 Data sets (DATASETS): ``digits`` (bundled; configs/data/digits.yaml + configs/study/digits_cpu.yaml),
