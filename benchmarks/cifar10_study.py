@@ -19,25 +19,31 @@ Parts:
 
 Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, run one
 after the other by ``silhouette-sweep``'s machinery, so rerunning the script continues a killed run and
-skips finished ones (those whose metrics.csv has test metrics).
+skips finished ones (those whose metrics.csv has test metrics); the shared pieces are in
+benchmarks/study_plan.py (benchmarks/recipe_study.py uses them too).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shlex
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
-import yaml
+from study_plan import (
+    REPO,
+    SILHOUETTE_TERM,
+    epoch_times,
+    markdown_table,
+    method_args,
+    report_rows,
+    study_run,
+    time_table,
+)
+from study_plan import run_all as run_plan
 
-from silhouette_lightning.sweep import Run, run_sequentially
+from silhouette_lightning.sweep import Run
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/study/cifar10_cpu.yaml"
 RUNS = Path("runs/study")
 DATA = Path("data/cifar10_5k")
@@ -66,38 +72,20 @@ def _ce_silhouette_losses(silhouette_args: dict[str, float]) -> str:
     config's list as a whole; jsonargparse cannot override one item of it)."""
     terms = [
         {"class_path": "silhouette_lightning.terms.CrossEntropyTerm"},
-        {"class_path": "silhouette_lightning.terms.SoftSilhouetteTerm", "init_args": silhouette_args},
+        {"class_path": SILHOUETTE_TERM, "init_args": silhouette_args},
     ]
     return json.dumps(terms)
 
 
 def _study_run(save_dir: Path, name: str, seed: int, args: tuple[str, ...]) -> Run:
-    """One run of the study as a ``silhouette-sweep`` run (same resume and skip rules), in
-    ``<save_dir>/<name>/seed_<seed>``."""
-    fit_args = (
-        "fit", "--config", CONFIG, *args,
-        "--seed_everything", str(seed),
-        "--trainer.logger.init_args.save_dir", str(save_dir),
-        "--trainer.logger.init_args.name", name,
-        "--trainer.logger.init_args.version", f"seed_{seed}",
-        "--trainer.enable_progress_bar", "false",
-        "--ckpt_path", "last",
-    )  # fmt: skip
-    return Run("cifar10_5k", name, seed, save_dir / name / f"seed_{seed}", fit_args)
+    """One run of the study in ``<save_dir>/<name>/seed_<seed>``."""
+    return study_run(CONFIG, "cifar10_5k", save_dir, name, seed, args)
 
 
 def _method_args(method: str) -> tuple[str, ...]:
     """A method config as the study ran it: its Soft Silhouette term (if any) with the absolute
     temperature, the other terms as the config sets them."""
-    config = REPO / "configs" / "method" / f"{method}.yaml"
-    args = ("--config", str(config.relative_to(REPO)))
-    terms = yaml.safe_load(config.read_text())["model"]["losses"]
-    silhouettes = [term for term in terms if term["class_path"].endswith(".SoftSilhouetteTerm")]
-    if not silhouettes:
-        return args
-    for term in silhouettes:
-        term.setdefault("init_args", {}).update(ABSOLUTE)
-    return (*args, "--model.losses", json.dumps(terms))
+    return method_args(method, ABSOLUTE)
 
 
 def runs(parts: list[str], seeds: list[int]) -> list[Run]:
@@ -155,12 +143,7 @@ def prepare(archive: Path) -> None:
 
 
 def run_all(parts: list[str], seeds: list[int], dry_run: bool) -> int:
-    planned = runs(parts, seeds)
-    if dry_run:
-        for run in planned:
-            print(("# finished: " if run.finished() else "") + shlex.join(run.command()))
-        return 0
-    return run_sequentially(planned, continue_on_error=True)
+    return run_plan(runs(parts, seeds), dry_run)
 
 
 COLUMNS = ("test/acc", "test/silhouette", "test/precision_at_1", "test/nmi", "test/recall_at_5")
@@ -174,37 +157,14 @@ def report() -> None:
         if not folder.is_dir():
             continue
         output = RUNS / "report" / part
-        command = [sys.executable, "-m", "silhouette_lightning.report", str(folder), "--output", str(output)]
-        command += ["--metric", "test/precision_at_1"]  # the chart; unseen-class runs have no accuracy
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        with (output / "report.csv").open(newline="") as file:
-            rows = list(csv.DictReader(file))
+        # The chart: precision@1, since unseen-class runs have no accuracy.
+        rows = report_rows(folder, output, "test/precision_at_1")
         columns = [c for c in COLUMNS if any(row.get(f"{c} mean") for row in rows)]
         print(f"\n### {part} (full table: {output}/report.md)\n")
-        print("| method | n | " + " | ".join(columns) + " |\n|---|---:|" + "---:|" * len(columns))
-        for row in rows:
-            cells = []
-            for column in columns:
-                mean, std = row.get(f"{column} mean"), row.get(f"{column} std")
-                cells.append(
-                    "–" if not mean else f"{float(mean):.3f}" + (f" ± {float(std):.3f}" if std else "")
-                )
-            print(f"| {row['method']} | {row['n']} | " + " | ".join(cells) + " |")
-    times: dict[str, list[float]] = {}
-    for metrics in sorted((RUNS / "cifar10").glob("*/seed_*/metrics.csv")):
-        with metrics.open(newline="") as file:
-            values = [
-                float(r["train/epoch_time_s"]) for r in csv.DictReader(file) if r.get("train/epoch_time_s")
-            ]
-        # The first epoch includes warm-up (allocator, first JPEG reads); the others are the steady state.
-        times.setdefault(metrics.parent.parent.name, []).extend(values[1:])
-    if not times:
-        return
-    ce = sum(times["ce"]) / len(times["ce"]) if times.get("ce") else None
-    print("\n| method | s / training epoch (mean over epochs 2+, all seeds) | × CE |\n|---|---:|---:|")
-    for method, values in times.items():
-        mean = sum(values) / len(values)
-        print(f"| {method} | {mean:.1f} | {mean / ce:.2f} |" if ce else f"| {method} | {mean:.1f} | |")
+        print(markdown_table(rows, columns, columns))
+    times = epoch_times(list((RUNS / "cifar10").glob("*/seed_*/metrics.csv")))
+    if times:
+        print("\n" + time_table(times))
 
 
 def diagnose(folders: list[Path], samples: int = 2000) -> None:
