@@ -41,7 +41,14 @@ def _epoch(path: Path) -> int:
 
 # Monitoring the smallest epoch: only epoch 0's checkpoint is a top-k improvement, every later epoch is not
 # (the case in which Lightning's ModelCheckpoint left last.ckpt at the best epoch).
-FROZEN = ("--checkpoint.monitor", "epoch", "--checkpoint.mode", "min", "--checkpoint.filename", "best-{epoch}")
+FROZEN = (
+    "--checkpoint.monitor",
+    "epoch",
+    "--checkpoint.mode",
+    "min",
+    "--checkpoint.filename",
+    "best-{epoch}",
+)
 
 
 def test_last_ckpt_is_the_last_epoch_and_a_finished_run_is_not_retrained(tmp_path):
