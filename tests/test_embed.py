@@ -26,6 +26,7 @@ from silhouette_lightning.data.image_files import load_rgb_image
 from silhouette_lightning.embed.checkpoint import load_trained_embedder
 from silhouette_lightning.embed.command import main
 from silhouette_lightning.embed.outputs import embedding_metrics
+from silhouette_lightning.metrics import fewshot_accuracy
 from tests.cli_args import TINY
 
 # Class folders unlike the 3 synthetic training classes: 4 classes, names with spaces and non-ASCII.
@@ -162,6 +163,22 @@ def test_embedding_metrics_oracle():
     nearest = similarity.argmax(axis=1)
     assert metrics["precision_at_1"] == pytest.approx(np.mean(labels[nearest] == labels), abs=1e-6)
     assert 0.3 < metrics["precision_at_1"] < 1.0
+
+
+def test_embedding_metrics_include_the_few_shot_accuracy_the_folder_can_serve():
+    """5-way 1-shot with 6 classes (no 20-way), equal to the few-shot metric's own function on the
+    L2-normalised vectors; none with a class of a single image."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(6), 8)
+    vectors = (rng.normal(size=(6, 5))[labels] + rng.normal(size=(48, 5))).astype(np.float32)
+    metrics = embedding_metrics(vectors, labels)
+    assert not any(name.startswith("fewshot_20way") for name in metrics)
+    normalized = torch.nn.functional.normalize(torch.from_numpy(vectors), dim=1)
+    direct = fewshot_accuracy(normalized, torch.from_numpy(labels), 5, 1, None, 500, 0)
+    assert metrics["fewshot_5way_1shot"] == pytest.approx(float(direct), abs=1e-6)
+    assert 0.2 < metrics["fewshot_5way_1shot"] < 1.0
+    single = np.append(labels, 6)  # a seventh class with one image: no episode can use it as a query
+    assert not any("fewshot" in name for name in embedding_metrics(np.vstack([vectors, vectors[:1]]), single))
 
 
 def test_unlabelled_recursive_folder(trained, unlabelled, tmp_path):

@@ -11,6 +11,7 @@ import torch
 
 from silhouette_lightning.callbacks.embedding_map import plot_projected_map
 from silhouette_lightning.metrics import EmbeddingEvaluation
+from silhouette_lightning.metrics.fewshot import FewShotSettings
 
 NPZ = "embeddings.npz"
 CSV = "embeddings.csv"
@@ -65,11 +66,17 @@ def write_png(
 
 def embedding_metrics(vectors: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The run's embedding metrics (:class:`EmbeddingEvaluation`: silhouette, precision@1, recall@k,
-    MAP@R, R-precision, NMI, AMI) of ``vectors`` ``[N, D]`` with ``labels`` ``[N]``.
+    MAP@R, R-precision, NMI, AMI) of ``vectors`` ``[N, D]`` with ``labels`` ``[N]``, and the 5-way and
+    20-way 1-shot accuracy (nearest class mean, 500 seeded episodes, every other sample of a class a query)
+    where the folder has that many classes and every class at least 2 images.
 
     Metrics that need two classes or two samples per class give NaN in the JSON as ``null``.
     """
-    evaluation = EmbeddingEvaluation()
+    counts = np.bincount(labels.astype(np.int64))
+    counts = counts[counts > 0]
+    ways = [n for n in (5, 20) if n <= len(counts)]
+    fewshot = FewShotSettings(ways=ways, shots=1, queries=None) if ways and counts.min() >= 2 else None
+    evaluation = EmbeddingEvaluation(fewshot=fewshot)
     evaluation.update(torch.from_numpy(vectors), torch.from_numpy(labels.astype(np.int64)))
     return {name: float(value) for name, value in evaluation.compute().items()}
 
