@@ -13,8 +13,8 @@ Data sets (DATASETS): ``digits`` (bundled; configs/data/digits.yaml + configs/st
 Parts (every run: ``model.eval_output [embeddings, features]``, so both representations are measured):
   methods  the seven METHODS as configs/method/ships them, trained and tested on all classes (top-1 and the
            embedding metrics of seen classes); ``--seeds`` (default 0 1 2). runs/recipe/<data>/<method>/.
-  unseen   the same methods trained on the seen classes, tested on held-out ones with few-shot accuracy
-           (``model.fewshot``): digits and CIFAR-10 hold out 5 classes drawn with data.seed 0 (the same
+  unseen   the same methods trained on the seen classes, tested on every image of held-out ones
+           (``data.unseen_test all``) with few-shot accuracy (``model.fewshot``): digits and CIFAR-10 hold out 5 classes drawn with data.seed 0 (the same
            split as configs/unseen/digits_5_5.yaml and cifar10_study's unseen part), 5-way 1-shot only;
            Omniglot holds out one whole alphabet per fold, rotating over ``--folds`` (default all 5;
            every alphabet has >= 22 characters, so 5-way and 20-way 1-shot).
@@ -159,7 +159,7 @@ DATASETS: dict[str, Dataset] = {
     "omniglot": Dataset(
         configs=("configs/study/omniglot_cpu.yaml",),
         folds=lambda: alphabet_folds(omniglot_classes()),
-        # 5 test drawings per class: 1 support, the other 4 are the queries.
+        # Every drawing of an unseen character (data.unseen_test all): 1 support, the other 19 are queries.
         fewshot={"ways": [5, 20], "shots": [1], "queries": None},
         samples_per_class=4,  # 128 / 4 = 32 classes per batch
         memory_size=512,
@@ -175,13 +175,15 @@ def _run(name: str, data: Dataset, folder: str, run_name: str, seed: int, args: 
 
 
 def _unseen_args(data: Dataset, unseen: int | list[str]) -> tuple[str, ...]:
-    """Hold ``unseen`` out; few-shot episodes of every ``ways`` the held-out classes can fill (an
-    alphabet with fewer than 20 characters would get 5-way only; every alphabet of the archive has 22+)."""
+    """Hold ``unseen`` out and test on every image of it (``data.unseen_test all``: 4-7x the test
+    images of the test split alone, so less noisy metrics); few-shot episodes of every ``ways`` the
+    held-out classes can fill (an alphabet with fewer than 20 characters would get 5-way only; every
+    alphabet of the archive has 22+)."""
     count = unseen if isinstance(unseen, int) else len(unseen)
     value = str(unseen) if isinstance(unseen, int) else json.dumps(unseen)
     ways = [n for n in data.fewshot["ways"] if n <= count]
     fewshot = ("--model.fewshot", json.dumps({**data.fewshot, "ways": ways})) if ways else ()
-    return ("--data.unseen_classes", value, *fewshot)
+    return ("--data.unseen_classes", value, "--data.unseen_test", "all", *fewshot)
 
 
 def _fold_folder(name: str, label: str) -> str:
@@ -217,10 +219,11 @@ def plan(
                         planned.append(_run(name, data, _fold_folder(name, label), method, seed, args))
         if "options" in parts:
             first_label, first_unseen = next(iter(chosen.items()))
+            # The unseen side first: which representation transfers is the open question.
             splits = (
-                (f"{name}_options", ()),
                 (f"{_fold_folder(name, first_label).replace('_unseen', '_options_unseen')}",
                  _unseen_args(data, first_unseen)),
+                (f"{name}_options", ()),
             )  # fmt: skip
             for seed in option_seeds:
                 for folder, split_args in splits:

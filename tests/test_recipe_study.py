@@ -76,12 +76,14 @@ def test_options_change_one_thing_from_the_recommended_recipe(omniglot):
     runs = recipe_study.plan(["omniglot"], ["options"], seeds=[0], option_seeds=[0], folds=["Runic", "Greek"])
     labels = list(recipe_study.options(recipe_study.DATASETS["omniglot"]))
     assert [run.method for run in runs] == [f"ce_silhouette_{label}" for label in labels] * 2
-    # Seen classes, then the first requested fold's unseen classes.
-    assert {run.folder.parts[2] for run in runs[: len(labels)]} == {"omniglot_options"}
-    unseen = runs[len(labels) :]
+    # The first requested fold's unseen classes (every image of them), then the seen classes.
+    unseen, seen = runs[: len(labels)], runs[len(labels) :]
+    assert {run.folder.parts[2] for run in seen} == {"omniglot_options"}
     assert {run.folder.parts[2] for run in unseen} == {"omniglot_options_unseen_Runic"}
     assert all(json.loads(_value(r.args, "--data.unseen_classes")) == ["Runic__x"] for r in unseen)
-    for run in runs[: len(labels)]:
+    assert all(_value(r.args, "--data.unseen_test") == "all" for r in unseen)
+    assert all("--data.unseen_test" not in r.args for r in seen)
+    for run in seen:
         changed = run.method.removeprefix("ce_silhouette_")
         option = recipe_study.options(recipe_study.DATASETS["omniglot"])[changed]
         if option.silhouette:

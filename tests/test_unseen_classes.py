@@ -47,6 +47,51 @@ def test_names_and_indices_select_the_unseen_classes():
     assert Counter(dm.split_dataset("test").targets).keys() == {0, 1}
 
 
+def test_unseen_test_all_tests_every_image_of_the_unseen_classes():
+    split = ImageDataModule("digits", unseen_classes=4, seed=3)
+    every = ImageDataModule("digits", unseen_classes=4, seed=3, unseen_test="all")
+    unseen = set(split.class_split.unseen)
+    base = every.source.load_split("train").base
+    expected = Counter(int(t) for t in base.targets if int(t) in unseen)
+    test = every.split_dataset("test")
+    # Every image of the 4 unseen digits once, from the train, val and test splits alike.
+    assert len(set(test.indices.tolist())) == len(test) == sum(expected.values())
+    assert len(test) > 3 * len(split.split_dataset("test"))
+    original = {new: int(name) for new, name in enumerate(every.test_class_names)}
+    assert Counter(original[t] for t in test.targets) == expected
+    assert [original[t] for t in test.targets] == [int(base[int(i)][1]) for i in test.indices]
+    # Training and validation are unchanged.
+    for name in ("train", "val"):
+        assert every.split_dataset(name).indices.tolist() == split.split_dataset(name).indices.tolist()
+
+
+def test_unseen_test_all_joins_an_image_folders_own_splits(tmp_path):
+    from test_data import IMAGENET_STATS, all_batches, labels_from_colour, write_images
+
+    write_images(tmp_path / "train", ["a", "b", "c"], per_class=5)
+    write_images(tmp_path / "test", ["a", "b", "c"], per_class=2)
+    dm = ImageDataModule(
+        "imagefolder", root=str(tmp_path), image_size=8, batch_size=4, val_fraction=0.2,
+        unseen_classes=["c"], unseen_test="all",
+    )  # fmt: skip
+    test = dm.split_dataset("test")
+    assert len(test) == 7 and set(test.targets) == {0}
+    images, labels = all_batches(dm.test_dataloader())
+    assert labels_from_colour(images, IMAGENET_STATS).tolist() == [2] * 7  # all of class "c"'s images
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"unseen_test": "all"}, "data.unseen_classes is not set"),
+        ({"unseen_classes": 4, "unseen_test": "every"}, "'split' or 'all', got 'every'"),
+    ],
+)
+def test_bad_unseen_test_is_a_clear_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ImageDataModule("digits", **kwargs)
+
+
 @pytest.mark.parametrize(
     ("unseen", "message"),
     [

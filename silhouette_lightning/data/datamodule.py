@@ -77,6 +77,10 @@ class ImageDataModule(LightningDataModule):
             clusters classes it never saw: a count (drawn with ``seed``) or a list of class names /
             indices. The model then has ``num_classes`` = the seen classes; ``test`` (and ``predict``)
             use only the unseen classes, relabelled ``0..U-1``, and report embedding metrics only.
+        unseen_test: which images of the unseen classes ``test`` and ``predict`` use. ``split``: their
+            share of the test split (``test_fraction`` of each class, as for seen classes); ``all``: every
+            image of them (train, val and test splits together: training never reads any of them), for
+            more queries per class in few-shot episodes and less noisy metrics. Needs ``unseen_classes``.
         options: data set specific settings, e.g. ``{"num_classes": 4, "samples_per_class": 16}``
             for ``synthetic``; unknown keys are an error.
         sampler: how training batches are drawn. ``random``: a seeded shuffle of the training split
@@ -107,6 +111,7 @@ class ImageDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         unseen_classes: int | list[int | str] | None = None,
+        unseen_test: Literal["split", "all"] = "split",
         options: dict[str, Any] | None = None,
         sampler: Literal["random", "balanced"] = "random",
         samples_per_class: int = 4,
@@ -130,6 +135,14 @@ class ImageDataModule(LightningDataModule):
         if sampler == "balanced":
             check_balanced_batch(batch_size, samples_per_class)
         check_fractions(val_fraction, test_fraction)
+        if unseen_test not in ("split", "all"):
+            raise ConfigError(f"data.unseen_test must be 'split' or 'all', got {unseen_test!r}.")
+        if unseen_test == "all" and unseen_classes is None:
+            raise ConfigError(
+                "data.unseen_test: all tests on every image of the unseen classes, but data.unseen_classes "
+                "is not set: set it (a count or class names), or drop data.unseen_test."
+            )
+        self.unseen_test = unseen_test
         self.batch_size = batch_size
         self.sampler = sampler
         self.samples_per_class = samples_per_class
@@ -210,7 +223,7 @@ class ImageDataModule(LightningDataModule):
     def split_dataset(self, split: Split) -> ImageSplit:
         """The transformed data set of ``split``, built on first use (``.targets``, ``.indices``)."""
         if split not in self._splits:
-            raw = self.source.load_split(split)
+            raw = self._raw_split(split)
             check_targets_in_range(
                 raw.targets, len(self.source.class_names), split=split, dataset=self.source.name
             )
@@ -218,6 +231,13 @@ class ImageDataModule(LightningDataModule):
                 raw = raw.relabel(self.class_split.relabelling(unseen=split == "test"))
             self._splits[split] = raw.with_transform(self.transform_for(split))
         return self._splits[split]
+
+    def _raw_split(self, split: Split) -> ImageSplit:
+        """The source's ``split``; with ``unseen_test: all`` the test split is every split together (the
+        relabelling below then keeps only the unseen classes' images)."""
+        if split == "test" and self.unseen_test == "all":
+            return ImageSplit.concat([self.source.load_split(s) for s in SPLITS])
+        return self.source.load_split(split)
 
     def transform_for(self, split: Split) -> Transform:
         """Training augmentation (``num_views`` views) for the train split if ``augment``, else the

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from silhouette_lightning.errors import ConfigError
 
@@ -50,6 +50,19 @@ class ImageSplit(Dataset[tuple[Any, int]]):
         if indices is None:
             indices = np.arange(len(base_targets))
         return cls(base, indices, [base_targets[int(i)] for i in indices])
+
+    @classmethod
+    def concat(cls, splits: Sequence[ImageSplit]) -> ImageSplit:
+        """The items of ``splits`` one after the other (no transform). Splits of one base keep it;
+        splits of different bases (e.g. a torchvision set's train and test files) get a ConcatDataset."""
+        bases = list({id(s.base): s.base for s in splits}.values())
+        targets = [t for s in splits for t in s.targets]
+        if len(bases) == 1:
+            return cls(bases[0], np.concatenate([s.indices for s in splits]), targets)
+        starts = np.cumsum([0] + [len(base) for base in bases[:-1]])
+        offsets = {id(base): int(start) for base, start in zip(bases, starts, strict=True)}
+        indices = np.concatenate([s.indices + offsets[id(s.base)] for s in splits])
+        return cls(ConcatDataset(bases), indices, targets)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSplit:
         """Items ``indices`` of this split (positions in this split, not in the base)."""
