@@ -3,8 +3,10 @@ Silhouette's options on digits, the CIFAR-10 subset and Omniglot, on seen and on
 
     python benchmarks/recipe_study.py prepare [digits cifar10 omniglot] [--archive ...]
     python benchmarks/recipe_study.py run [--data ...] [--part methods unseen options] [--seeds 0 1 2]
-        [--option-seeds 0] [--folds ALPHABET ...] [--runs runs/recipe] [--dry-run]
+        [--option-seeds 0] [--folds ALPHABET ...] [--only ce hard_min ...] [--option-sides unseen seen]
+        [--runs runs/recipe] [--dry-run]
     python benchmarks/recipe_study.py report [--data ...]     # the Markdown tables
+    python benchmarks/recipe_study.py diagnose RUN_FOLDER ... [--split val|test]   # soft vs exact silhouette
 
 Data sets (DATASETS): ``digits`` (bundled; configs/data/digits.yaml + configs/study/digits_cpu.yaml),
 ``cifar10`` (data/cifar10_5k, made by cifar10_study.py's prepare; configs/study/cifar10_cpu.yaml) and
@@ -14,8 +16,9 @@ Parts (every run: ``model.eval_output [embeddings, features]``, so both represen
   methods  the seven METHODS as configs/method/ships them, trained and tested on all classes (top-1 and the
            embedding metrics of seen classes); ``--seeds`` (default 0 1 2). runs/recipe/<data>/<method>/.
   unseen   the same methods trained on the seen classes, tested on every image of held-out ones
-           (``data.unseen_test all``) with few-shot accuracy (``model.fewshot``): digits and CIFAR-10 hold out 5 classes drawn with data.seed 0 (the same
-           split as configs/unseen/digits_5_5.yaml and cifar10_study's unseen part), 5-way 1-shot only;
+           (``data.unseen_test all``) with few-shot accuracy (``model.fewshot``): digits and CIFAR-10 hold
+           out 5 classes drawn with data.seed 0 (the same split as configs/unseen/digits_5_5.yaml and
+           cifar10_study's unseen part), 5-way 1-shot only;
            Omniglot holds out one whole alphabet per fold, rotating over ``--folds`` (default all 5;
            every alphabet has >= 22 characters, so 5-way and 20-way 1-shot).
            runs/recipe/<data>_unseen[_<alphabet>]/.
@@ -196,8 +199,12 @@ def plan(
     seeds: Sequence[int],
     option_seeds: Sequence[int],
     folds: Sequence[str] | None = None,
+    only: Sequence[str] | None = None,
+    option_sides: Sequence[str] = ("unseen", "seen"),
 ) -> list[Run]:
-    """Every run of the requested data sets and parts, in order (data set, part, seed, method/option)."""
+    """Every run of the requested data sets and parts, in order (data set, part, seed, method/option);
+    with ``only``, just the runs of those methods (``ce``) or options (``hard_min``); the options part on
+    ``option_sides`` (unseen and/or seen classes)."""
     planned: list[Run] = []
     for name in datasets:
         data = DATASETS[name]
@@ -220,16 +227,19 @@ def plan(
         if "options" in parts:
             first_label, first_unseen = next(iter(chosen.items()))
             # The unseen side first: which representation transfers is the open question.
-            splits = (
-                (f"{_fold_folder(name, first_label).replace('_unseen', '_options_unseen')}",
-                 _unseen_args(data, first_unseen)),
-                (f"{name}_options", ()),
-            )  # fmt: skip
+            splits = {
+                "unseen": (f"{_fold_folder(name, first_label).replace('_unseen', '_options_unseen')}",
+                           _unseen_args(data, first_unseen)),
+                "seen": (f"{name}_options", ()),
+            }  # fmt: skip
             for seed in option_seeds:
-                for folder, split_args in splits:
+                for folder, split_args in (splits[side] for side in option_sides):
                     for label, option in options(data).items():
                         args = (*method_args(RECOMMENDED, option.silhouette), *option.args, *split_args)
                         planned.append(_run(name, data, folder, f"{RECOMMENDED}_{label}", seed, args))
+    if only:
+        prefix = f"{RECOMMENDED}_"
+        planned = [r for r in planned if r.method in only or r.method.removeprefix(prefix) in only]
     return planned
 
 
@@ -324,6 +334,51 @@ def report(datasets: Sequence[str]) -> None:
             print(f"\n### {name}: cost per step\n\n" + time_table(times))
 
 
+def diagnose(folders: Sequence[Path], split: str, temperature: float = 0.1) -> None:
+    """Soft against exact silhouette of each run's head embedding (L2-normalised, as the loss sees it) on
+    ``split`` of the run's own data (its config.yaml; ``val`` = seen classes, ``test`` = the unseen ones in
+    an unseen-class run): the exact silhouette (hard minimum over whole classes), the soft one (relative
+    softmax, ``temperature``) on the same points, and, per anchor, the softmax weight of its nearest
+    other class and the number of other classes. A soft value far above the exact one means the soft
+    minimum sits far above the nearest class: raising it then need not separate the classes."""
+    import torch
+    import yaml
+
+    from silhouette_lightning.data import ImageDataModule
+    from silhouette_lightning.losses import silhouette_terms
+    from silhouette_lightning.module import EmbeddingModule
+
+    print(
+        f"| run | split | images | classes | exact silhouette | soft s (relative softmax, τ {temperature}) "
+        "| weight of the nearest class |\n|---|---|---:|---:|---:|---:|---:|"
+    )
+    for folder in folders:
+        config = yaml.safe_load((folder / "config.yaml").read_text())["data"]
+        data = ImageDataModule(**{**config, "batch_size": 512})
+        dataset = data.split_dataset(split)
+        checkpoint = sorted((folder / "checkpoints").glob("best*.ckpt"))[-1]
+        model = EmbeddingModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+        loader = torch.utils.data.DataLoader(dataset, batch_size=512)
+        with torch.no_grad():
+            batches = [(model.encode(images).get("embeddings")[:, 0], labels) for images, labels in loader]
+        points = torch.nn.functional.normalize(torch.cat([b[0] for b in batches]).double(), dim=1)
+        labels = torch.cat([b[1] for b in batches])
+        hard = silhouette_terms(points, labels, soft_min="hard")
+        soft = silhouette_terms(points, labels, temperature=temperature, temperature_scale="relative")
+        # The nearest class's softmax weight, from the class distances the soft minimum saw.
+        classes = torch.unique(labels)
+        distances = torch.cdist(points, points)
+        means = torch.stack([distances[:, labels == c].mean(dim=1) for c in classes], dim=1)  # [N, C]
+        others = labels[:, None] != classes[None, :]
+        row_mean = (means * others).sum(1, keepdim=True) / others.sum(1, keepdim=True)
+        logits = (-means / (temperature * row_mean)).masked_fill(~others, float("-inf"))
+        nearest = torch.softmax(logits, dim=1).amax(dim=1)
+        print(
+            f"| {folder} | {split} | {len(labels)} | {len(classes)} | {hard.s.mean():.3f} "
+            f"| {soft.s.mean():.3f} | {nearest.mean():.3f} |"
+        )
+
+
 def main() -> int:
     global RUNS
     parser = argparse.ArgumentParser(
@@ -343,9 +398,17 @@ def main() -> int:
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument("--option-seeds", nargs="+", type=int, default=[0])
     run.add_argument("--folds", nargs="+", help="Omniglot: the held-out alphabets (default: all 5)")
+    run.add_argument("--only", nargs="+", help="just these methods (e.g. ce) and options (e.g. hard_min)")
+    run.add_argument(
+        "--option-sides", nargs="+", choices=["unseen", "seen"], default=["unseen", "seen"],
+        help="the options part on unseen and/or seen classes",
+    )  # fmt: skip
     run.add_argument("--dry-run", action="store_true")
     rep = sub.add_parser("report")
     rep.add_argument("--data", nargs="+", default=names, choices=names)
+    diag = sub.add_parser("diagnose", help="soft vs exact silhouette of run folders' head embeddings")
+    diag.add_argument("folders", nargs="+", type=Path, help="run folders (<run>/<method>/seed_<s>)")
+    diag.add_argument("--split", choices=["val", "test"], default="val", help="val: seen classes")
     for command in (run, rep):
         command.add_argument("--runs", type=Path, default=RUNS, help="the study's run folder")
     args = parser.parse_args()
@@ -359,7 +422,12 @@ def main() -> int:
     elif args.command == "run":
         from study_plan import run_all
 
-        return run_all(plan(args.data, args.part, args.seeds, args.option_seeds, args.folds), args.dry_run)
+        planned = plan(
+            args.data, args.part, args.seeds, args.option_seeds, args.folds, args.only, args.option_sides
+        )
+        return run_all(planned, args.dry_run)
+    elif args.command == "diagnose":
+        diagnose(args.folders, args.split)
     else:
         report(args.data)
     return 0

@@ -114,3 +114,14 @@ def test_planned_commands_parse(omniglot, monkeypatch, capsys):
         assert info.value.code == 0, key
         printed = capsys.readouterr().out
         assert f"name: {key[1]}" in printed and "- embeddings\n" in printed and "- features\n" in printed
+
+
+def test_only_and_option_sides_pick_runs(omniglot):
+    runs = recipe_study.plan(
+        ["omniglot"], ["unseen", "options"], seeds=[1], option_seeds=[1], folds=["Greek"],
+        only=["ce", "hard_min"], option_sides=["unseen"],
+    )  # fmt: skip
+    assert [(run.folder.parts[2], run.method, run.seed) for run in runs] == [
+        ("omniglot_unseen_Greek", "ce", 1),
+        ("omniglot_options_unseen_Greek", "ce_silhouette_hard_min", 1),
+    ]
