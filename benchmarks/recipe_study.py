@@ -211,7 +211,7 @@ def plan(
         all_folds = data.folds() if "unseen" in parts or "options" in parts else {}
         chosen = {k: v for k, v in all_folds.items() if not k or folds is None}
         chosen.update({k: all_folds[k] for k in folds or () if k in all_folds})  # in --folds' order
-        if folds is not None and name == "omniglot" and set(folds) - set(chosen):
+        if folds is not None and all_folds and name == "omniglot" and set(folds) - set(chosen):
             raise SystemExit(f"--folds {sorted(set(folds) - set(chosen))}: not alphabets {sorted(all_folds)}")
         if "methods" in parts:
             for seed in seeds:
