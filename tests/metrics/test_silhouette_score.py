@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import sklearn.metrics
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.overrides import TorchFunctionMode
 
 from silhouette_lightning.errors import ConfigError
@@ -24,6 +22,7 @@ from silhouette_lightning.metrics.silhouette_score import (
     silhouette_samples_exact,
     silhouette_score,
 )
+from tests.multiprocess import run_in_process_group
 
 DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 F64 = torch.float64
@@ -349,25 +348,20 @@ def _ddp_rank_data(rank: int):
     return x[mine], y[mine]
 
 
-def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    try:
-        x, y = _ddp_rank_data(rank)
-        metric = SilhouetteScore(chunk_size=24)
-        step = 17 if rank == 0 else 29  # different batch sizes and counts per rank
-        for start in range(0, len(y), step):
-            metric.update(x[start : start + step], y[start : start + step])
-        torch.save(metric.compute(), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
+    x, y = _ddp_rank_data(rank)
+    metric = SilhouetteScore(chunk_size=24)
+    step = 17 if rank == 0 else 29  # different batch sizes and counts per rank
+    for start in range(0, len(y), step):
+        metric.update(x[start : start + step], y[start : start + step])
+    torch.save(metric.compute(), Path(out_dir) / f"rank{rank}.pt")
 
 
 def test_ddp_sync_equals_single_process(tmp_path):
     x0, y0 = _ddp_rank_data(0)
     x1, y1 = _ddp_rank_data(1)
     assert len(y0) != len(y1) and set(y0.tolist()) != set(y1.tolist())
-    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    run_in_process_group(_ddp_worker, str(tmp_path))
     single = SilhouetteScore()
     single.update(torch.cat([x0, x1]), torch.cat([y0, y1]))
     expected = single.compute().item()

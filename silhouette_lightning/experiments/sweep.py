@@ -37,7 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from silhouette_lightning.experiments.runs import (
+    DEFAULT_LOGGER_NAME,
+    DEFAULT_SAVE_DIR,
+    ExperimentError,
+    is_finished,
+    logger_init_args,
+    read_config,
+    run_folder,
+)
 
 #: The methods of the paper comparison (configs/method/<name>.yaml), the default of ``--methods``.
 PAPER_METHODS = (
@@ -51,8 +59,6 @@ PAPER_METHODS = (
 )
 DEFAULT_SEEDS = (0, 1, 2)
 FIT_COMMAND = "silhouette-fit"
-# silhouette-fit's own default logger (cli._TRAINER_DEFAULTS), for configs that do not set one.
-DEFAULT_SAVE_DIR, DEFAULT_LOGGER_NAME = "runs", "default"
 SAVE_DIR_KEY = "--trainer.logger.init_args.save_dir"
 NAME_KEY = "--trainer.logger.init_args.name"
 
@@ -72,7 +78,7 @@ SBATCH_DEFAULTS = (
 )
 
 
-class SweepError(Exception):
+class SweepError(ExperimentError):
     """A mistake in the command line or the configs; the message says what to change."""
 
 
@@ -90,13 +96,8 @@ class Run:
         return [FIT_COMMAND, *self.args]
 
     def finished(self) -> bool:
-        """Whether the run was tested: its ``metrics.csv`` has ``test/*`` columns (the CSV logger writes
-        a new file when a run starts or resumes, and the header names every metric logged so far)."""
-        metrics = self.folder / "metrics.csv"
-        if not metrics.is_file():
-            return False
-        with metrics.open() as file:
-            return "test/" in file.readline()
+        """Whether the run was tested (:func:`~silhouette_lightning.experiments.runs.is_finished`)."""
+        return is_finished(self.folder)
 
 
 def available(configs_dir: Path, kind: str) -> list[str]:
@@ -122,22 +123,6 @@ def select(requested: Sequence[str], configs_dir: Path, kind: str) -> list[str]:
     return chosen
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open() as file:
-            loaded = yaml.safe_load(file)
-    except yaml.YAMLError as error:
-        raise SweepError(f"Cannot read '{path}': {error}") from error
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _logger_init_args(config: dict[str, Any]) -> dict[str, Any]:
-    logger = (config.get("trainer") or {}).get("logger")
-    if isinstance(logger, list):
-        logger = logger[0] if logger else None
-    return (logger.get("init_args") or {}) if isinstance(logger, dict) else {}
-
-
 def _override(extra: Sequence[str], key: str) -> str | None:
     """The last value given to ``key`` in command-line arguments (``KEY VALUE`` or ``KEY=VALUE``)."""
     value = None
@@ -154,7 +139,7 @@ def run_location(configs: Sequence[Path], extra: Sequence[str]) -> tuple[str, st
     extra arguments."""
     save_dir, name = DEFAULT_SAVE_DIR, DEFAULT_LOGGER_NAME
     for path in configs:
-        init_args = _logger_init_args(_load_yaml(path))
+        init_args = logger_init_args(read_config(path))
         save_dir = str(init_args.get("save_dir", save_dir))
         name = str(init_args.get("name", name))
     return _override(extra, SAVE_DIR_KEY) or save_dir, _override(extra, NAME_KEY) or name
@@ -185,7 +170,7 @@ def plan(
             for method in methods:
                 method_config = configs_dir / "method" / f"{method}.yaml"
                 save_dir, name = run_location([dataset_config, method_config], extra)
-                folder = Path(save_dir) / name / f"seed_{seed}"
+                folder = run_folder(save_dir, name, f"seed_{seed}")
                 args = [
                     "fit",
                     "--config", str(dataset_config),
@@ -485,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             extra=extra,
             resume=not options.fresh,
         )
-    except SweepError as error:
+    except ExperimentError as error:
         print(f"silhouette-sweep: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

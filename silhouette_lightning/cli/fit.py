@@ -38,16 +38,23 @@ from silhouette_lightning.checkpointing import (
     check_writable,
     checkpoint_problem,
 )
-from silhouette_lightning.config_checks import check_config, check_config_files
+from silhouette_lightning.cli.config_checks import check_config, check_config_files
+from silhouette_lightning.cli.launch_checks import check_launch, close_process_group, report_to_torchrun
+from silhouette_lightning.cli.resume import ResumePoint, continue_metrics_csv, resume_candidates
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
-from silhouette_lightning.launch_checks import check_launch, close_process_group, report_to_torchrun
+from silhouette_lightning.experiments.runs import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    DEFAULT_LOGGER_NAME,
+    DEFAULT_SAVE_DIR,
+    METRICS_FILE,
+)
 from silhouette_lightning.module import EmbeddingModule
-from silhouette_lightning.resume import ResumePoint, continue_metrics_csv, resume_candidates
 
 _TRAINER_DEFAULTS = {
     # Every run leaves runs/<name>/version_<n>/{config.yaml, metrics.csv, checkpoints/}.
-    "logger": lazy_instance(CSVLogger, save_dir="runs", name="default"),
+    "logger": lazy_instance(CSVLogger, save_dir=DEFAULT_SAVE_DIR, name=DEFAULT_LOGGER_NAME),
 }
 
 
@@ -189,7 +196,7 @@ class SilhouetteCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         fixed_dirs = [Path(checkpoint.dirpath)] if getattr(checkpoint, "dirpath", None) else []
         if run_root is None and not fixed_dirs:  # no logger: checkpoints go to <default_root_dir>/checkpoints
-            fixed_dirs = [Path(self.trainer.default_root_dir) / "checkpoints"]
+            fixed_dirs = [Path(self.trainer.default_root_dir) / CHECKPOINTS_DIR]
         fixed_version = getattr(logger, "_version", None)  # set in the config, else chosen lazily
         return (
             Path(run_root) if run_root is not None and not fixed_dirs else None,
@@ -201,7 +208,7 @@ class SilhouetteCLI(LightningCLI):
         )
 
     def _resume_point(self) -> ResumePoint | None:
-        """The newest *intact* resumable checkpoint (:mod:`silhouette_lightning.resume`); a torn or corrupt
+        """The newest *intact* resumable checkpoint (:mod:`.resume`); a torn or corrupt
         newer one is named in a warning and skipped."""
         run_root, fixed_dirs, hpc_dir, version = self._resume_search()
         for point in resume_candidates(run_root, fixed_dirs, hpc_dir=hpc_dir, version=version):
@@ -213,7 +220,7 @@ class SilhouetteCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """The output folder must be writable (else the first checkpoint fails after an epoch of work);
-        ``--ckpt_path last``: continue the newest run of this name (:mod:`silhouette_lightning.resume`)."""
+        ``--ckpt_path last``: continue the newest run of this name (:mod:`.resume`)."""
         if not self.trainer.fast_dev_run:
             logger_dir = getattr(self.trainer.logger, "save_dir", None)
             checkpoint_dir = getattr(self.trainer.checkpoint_callback, "dirpath", None)
@@ -276,9 +283,9 @@ class SilhouetteCLI(LightningCLI):
         if self.trainer.log_dir is None:
             return
         run = Path(self.trainer.log_dir)
-        lines = [f"Run folder: {run}", f"  config:      {run / 'config.yaml'}"]
+        lines = [f"Run folder: {run}", f"  config:      {run / CONFIG_FILE}"]
         if self.trainer.logger is not None:
-            lines.append(f"  metrics:     {run / 'metrics.csv'}")
+            lines.append(f"  metrics:     {run / METRICS_FILE}")
         if (run / "plots").is_dir():
             lines.append(f"  plots:       {run / 'plots'}")
         checkpoint = self.trainer.checkpoint_callback

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from silhouette_lightning.report import main
+from silhouette_lightning.experiments.report import main
 
 # (dataset, method) -> final test/acc of seeds 0, 1, 2; test/nmi = acc / 2.
 ACC = {

@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from silhouette_lightning.callbacks.interrupt_checkpoint import INTERRUPTED_FILENAME
+from silhouette_lightning.experiments.runs import CHECKPOINTS_DIR, METRICS_FILE
 
 RESUMABLE_PATTERNS = ("last*.ckpt", INTERRUPTED_FILENAME)
 HPC_PATTERN = "hpc_ckpt_*.ckpt"
@@ -63,7 +64,7 @@ def resume_candidates(
     if run_root is not None and run_root.is_dir():
         folders = [run_root / version] if version is not None else sorted(run_root.iterdir())
         for version_dir in (folder for folder in folders if folder.is_dir()):
-            candidates += [(path, version_dir.name) for path in _resumable(version_dir / "checkpoints")]
+            candidates += [(path, version_dir.name) for path in _resumable(version_dir / CHECKPOINTS_DIR)]
     for folder in checkpoint_dirs:
         candidates += [(path, None) for path in _resumable(folder)]
     if hpc_dir is not None and hpc_dir.is_dir():
@@ -86,7 +87,7 @@ def continue_metrics_csv(logger: CSVLogger, checkpoint: Path) -> int:
     back at once (later rows belong to the interrupted part that is about to be redone). Call on rank 0,
     after the logger's version is set, before training starts.
     """
-    path = Path(logger.log_dir) / "metrics.csv"
+    path = Path(logger.log_dir) / METRICS_FILE
     if not path.is_file():
         return 0
     with path.open(newline="") as file:

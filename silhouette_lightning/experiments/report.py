@@ -1,15 +1,16 @@
 """``silhouette-report RUN_DIR...``: the final metrics of many runs as one table, mean ± std over seeds.
 
 A run folder is a CSV-logger folder (``runs/<dataset>/<method>/version_<n>/``) with ``metrics.csv`` and
-LightningCLI's ``config.yaml``. Per run: method = the logger's ``name`` in config.yaml (else the parent
-folder's name), dataset = ``data.dataset`` (else the grandparent folder's name), seed =
-``seed_everything``; its final metrics are the last non-empty value of every ``test/*`` column, or of
-every ``val/*`` column for a run that was never tested. Runs are averaged only when they are the same
-experiment: same method, dataset, the same config apart from the seed and the run-folder keys
-(:data:`RUN_SPECIFIC_KEYS`), and the same kind (a trained run, or a folder of a ``test``/``validate`` call
-without training): mean and sample standard deviation (ddof = 1; none for a single run), with the run
-count n. Rows of one (method, dataset) that differ in their config are told apart by the differing keys
-(``ce [trainer.max_epochs=5]``), and the table is followed by the list of run folders in each row.
+LightningCLI's ``config.yaml`` (:mod:`silhouette_lightning.experiments.runs`). Per run: method = the
+logger's ``name`` in config.yaml (else the parent folder's name), dataset = ``data.dataset`` (else the
+grandparent folder's name), seed = ``seed_everything``; its final metrics are the last non-empty value of
+every ``test/*`` column, or of every ``val/*`` column for a run that was never tested. Runs are averaged
+only when they are the same experiment: same method, dataset, the same config apart from the seed and the
+run-folder keys (:data:`RUN_SPECIFIC_KEYS`), and the same kind (a trained run, or a folder of a
+``test``/``validate`` call without training): mean and sample standard deviation (ddof = 1; none for a
+single run), with the run count n. Rows of one (method, dataset) that differ in their config are told
+apart by the differing keys (``ce [trainer.max_epochs=5]``), and the table is followed by the list of run
+folders in each row.
 
 Outputs: the Markdown table on stdout; with ``--output DIR`` also ``report.md``, ``report.csv`` and
 ``report.png`` (a bar chart of ``--metric`` grouped by dataset, error bars = std).
@@ -28,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from silhouette_lightning.experiments.runs import (
+    ExperimentError,
+    find_run_folders,
+    logger_name,
+    read_metrics,
+    run_config,
+    was_trained,
+)
 
 DEFAULT_METRIC = "test/acc"
 
@@ -44,7 +53,7 @@ RUN_SPECIFIC_KEYS = (
 EVALUATION_ONLY = "evaluation only"
 
 
-class ReportError(Exception):
+class ReportError(ExperimentError):
     """A mistake in the command line or the run folders; the message says what to change."""
 
 
@@ -93,31 +102,9 @@ class Group:
         return mean, std, n
 
 
-def find_run_folders(paths: Sequence[str | Path]) -> list[Path]:
-    """The folders holding a ``metrics.csv``: each path itself, or anywhere below it (sorted, unique)."""
-    folders: dict[Path, None] = {}
-    for given in paths:
-        path = Path(given)
-        if not path.exists():
-            raise ReportError(f"'{path}' does not exist.")
-        found = (
-            [path / "metrics.csv"] if (path / "metrics.csv").is_file() else sorted(path.rglob("metrics.csv"))
-        )
-        if not found:
-            raise ReportError(f"No metrics.csv found under '{path}' (expected CSV-logger run folders).")
-        for metrics_file in found:
-            folders.setdefault(metrics_file.parent.resolve(), None)
-    return list(folders)
-
-
-def _read_rows(metrics_csv: Path) -> list[dict[str, str]]:
-    with open(metrics_csv, newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def final_metrics(metrics_csv: Path, rows: list[dict[str, str]] | None = None) -> dict[str, float]:
-    """The last non-empty value of each ``test/*`` column, or of each ``val/*`` column without tests."""
-    rows = _read_rows(metrics_csv) if rows is None else rows
+def final_metrics(rows: Sequence[dict[str, str]]) -> dict[str, float]:
+    """The last non-empty value of each ``test/*`` column, or of each ``val/*`` column without tests, in
+    the rows of a ``metrics.csv``."""
     last: dict[str, float] = {}
     for row in rows:
         for column, value in row.items():
@@ -134,28 +121,19 @@ def final_metrics(metrics_csv: Path, rows: list[dict[str, str]] | None = None) -
 
 
 def read_run(folder: Path) -> Run:
-    config: dict[str, Any] = {}
-    config_file = folder / "config.yaml"
-    if config_file.is_file():
-        try:
-            with open(config_file) as file:
-                loaded = yaml.safe_load(file)
-        except yaml.YAMLError as error:
-            raise ReportError(f"Cannot read '{config_file}': {error}") from error
-        config = loaded if isinstance(loaded, dict) else {}
-    method = _logger_name((config.get("trainer") or {}).get("logger")) or folder.parent.name
+    config = run_config(folder)
+    method = logger_name(config) or folder.parent.name
     dataset = (config.get("data") or {}).get("dataset") or folder.parent.parent.name
-    rows = _read_rows(folder / "metrics.csv")
-    trained = any(column.startswith("train/") for row in rows[:1] for column in row)
+    rows = read_metrics(folder)
     setting = {key: value for key, value in _flatten(config).items() if key not in RUN_SPECIFIC_KEYS}
     return Run(
         folder,
         str(method),
         str(dataset),
         config.get("seed_everything"),
-        final_metrics(folder / "metrics.csv", rows),
+        final_metrics(rows),
         setting,
-        "fit" if trained else EVALUATION_ONLY,
+        "fit" if was_trained(rows) else EVALUATION_ONLY,
     )
 
 
@@ -167,15 +145,6 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, str]:
             flat.update(_flatten(value, f"{prefix}{key}."))
         return flat
     return {prefix.rstrip("."): json.dumps(config, sort_keys=True, default=str)} if prefix else {}
-
-
-def _logger_name(logger: Any) -> str | None:
-    """``name`` of the (first) logger in a LightningCLI config: ``{class_path, init_args: {name}}``."""
-    if isinstance(logger, list):
-        logger = logger[0] if logger else None
-    if not isinstance(logger, dict):
-        return None
-    return (logger.get("init_args") or {}).get("name") or logger.get("name")
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
@@ -323,7 +292,7 @@ def main(args: Sequence[str] | None = None) -> None:
     options = parser.parse_args(args)
     try:
         table, _ = build_report(options.runs, options.output, options.metric)
-    except ReportError as error:
+    except ExperimentError as error:
         print(f"silhouette-report: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     print(table, end="")

@@ -23,9 +23,7 @@ ONE_STEP = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _forward(model: EmbeddingModule, split) -> np.ndarray:

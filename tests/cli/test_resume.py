@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from silhouette_lightning.resume import continue_metrics_csv, find_resume_point
-from tests.cli_args import QUICKSTART, REPO
+from silhouette_lightning.cli.resume import continue_metrics_csv, find_resume_point
+from tests.cli_args import QUICKSTART
+from tests.multiprocess import child_env
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 19  # digits: 1,257 training images / batch 64, last batch dropped
@@ -44,8 +45,7 @@ def _fit(save_dir: Path, name: str, *extra: str) -> subprocess.Popen:
         "--trainer.logger.init_args.name", name,
         *extra,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE"))}
-    env["PYTHONPATH"] = str(REPO)  # for tests.kill_probe
+    env = child_env()  # the repository on PYTHONPATH, for tests.kill_probe
     return subprocess.Popen(
         args, cwd=save_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

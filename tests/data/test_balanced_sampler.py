@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
-from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,14 +17,14 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler, TensorDataset
 
 from silhouette_lightning.cli import run_cli
 from silhouette_lightning.data import ClassBalancedSampler, ImageDataModule
 from silhouette_lightning.errors import ConfigError
+from tests.cli_args import REPO
+from tests.multiprocess import run_in_process_group
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 # Unequal classes, all with at least m = 4 samples; label values need not be contiguous.
@@ -184,11 +182,7 @@ def test_bad_batch_shapes_are_config_errors(batch_size, m, sizes, message):
 SPAWN_LABELS = make_labels({0: 13, 1: 9, 2: 11, 3: 6, 4: 8}, seed=4).tolist()  # 47 samples
 
 
-def _spawned_rank(rank: int, world: int, init_file: str, out_file: str) -> None:
-    # A timeout turns a hang (ranks with different batch counts) into an error.
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=30)
-    )
+def _spawned_rank(rank: int, world: int, out_file: str) -> None:
     sampler = ClassBalancedSampler(SPAWN_LABELS, batch_size=8, samples_per_class=2, seed=5)  # ranks from dist
     sampler.set_epoch(3)
     dataset = TensorDataset(torch.arange(len(SPAWN_LABELS)), torch.tensor(SPAWN_LABELS))
@@ -205,14 +199,13 @@ def _spawned_rank(rank: int, world: int, init_file: str, out_file: str) -> None:
     )
     if rank == 0:
         Path(out_file).write_text(json.dumps({"counts": [int(c) for c in counts], "ranks": gathered}))
-    dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_iterate_equally_many_balanced_batches(tmp_path):
     out_file = tmp_path / "ranks.json"
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_spawned_rank, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    # A timeout turns a hang (ranks with different batch counts) into an error.
+    run_in_process_group(_spawned_rank, str(out_file), timeout_s=30)
     result = json.loads(out_file.read_text())
     expected = rank_streams(SPAWN_LABELS, 8, 2, 2, seed=5, epoch=3)  # built with explicit ranks here
     assert result["counts"] == [47 // 16, 47 // 16]

@@ -9,13 +9,10 @@ ties, and a plain Python loop written from the definitions (also recall@k, and t
 from __future__ import annotations
 
 import math
-import multiprocessing
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
@@ -24,6 +21,7 @@ import silhouette_lightning.metrics.retrieval as retrieval_module
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.metrics.clustering import ClusteringMetrics, clustering_metrics
 from silhouette_lightning.metrics.retrieval import RetrievalMetrics, retrieval_metrics
+from tests.multiprocess import run_in_process_group
 
 TOL = 1e-6  # float32 results against float64 oracles
 PML_KEYS = {
@@ -328,27 +326,20 @@ def ddp_data():
     return x, y, [order[:40], order[40:]]
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        x, y, shards = ddp_data()
-        retrieval = RetrievalMetrics(k=(1, 3), distance="euclidean", chunk_size=16)
-        clustering = ClusteringMetrics(seed=3)
-        for batch in torch.tensor_split(shards[rank], 3):
-            retrieval.update(x[batch], y[batch])
-            clustering.update(x[batch], y[batch])
-        torch.save({**retrieval.compute(), **clustering.compute()}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
+    x, y, shards = ddp_data()
+    retrieval = RetrievalMetrics(k=(1, 3), distance="euclidean", chunk_size=16)
+    clustering = ClusteringMetrics(seed=3)
+    for batch in torch.tensor_split(shards[rank], 3):
+        retrieval.update(x[batch], y[batch])
+        clustering.update(x[batch], y[batch])
+    torch.save({**retrieval.compute(), **clustering.compute()}, f"{out_dir}/rank{rank}.pt")
 
 
 def test_ddp_sync_matches_a_single_process(tmp_path):
     # A fork server imports torch/torchmetrics once, instead of once per spawned process (most of the
     # test's time); its children are forked before any OpenMP thread pool exists, unlike a plain fork.
-    multiprocessing.get_context("forkserver").set_forkserver_preload([_ddp_worker.__module__])
-    args = (2, str(tmp_path / "store"), str(tmp_path))
-    mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="forkserver")
+    run_in_process_group(_ddp_worker, str(tmp_path), start_method="forkserver")
     x, y, shards = ddp_data()
     assert [len(s) for s in shards] == [40, 27] and set(y[shards[0]].tolist()) != set(y[shards[1]].tolist())
     expected = {

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.cli_args import REPO, TINY
+from tests.cli_args import TINY
+from tests.multiprocess import child_env
 
 NAME = "tiny"
 
@@ -30,9 +31,7 @@ def _cli(cwd: Path, subcommand: str, *extra: str) -> subprocess.CompletedProcess
     ]  # fmt: skip
     if subcommand == "fit":
         args += ["--test_after_fit", "false"] if "--test_after_fit" not in extra else []
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE"))}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(args, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=300)
 
 
 def _epoch(path: Path) -> int:
@@ -149,17 +148,9 @@ def test_fast_dev_run_writes_nothing_into_the_current_folder(tmp_path):
 
 
 @pytest.fixture
-def small_disk(tmp_path) -> Path:
+def small_disk(tmpfs) -> Path:
     """A 1 MiB tmpfs: a real file system that runs full."""
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a size-limited tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mountpoint
-    subprocess.run(["umount", str(mountpoint)], check=False)
+    return tmpfs("disk", "size=1m")
 
 
 def test_a_full_disk_leaves_the_previous_last_ckpt_intact(small_disk):
@@ -191,22 +182,13 @@ def test_test_after_fit_plots_are_labelled_with_the_tested_checkpoints_epoch(tmp
     assert plots == ["test_embedding_map_epoch0.png", "test_silhouette_diagram_epoch0.png"]
 
 
-def test_a_read_only_output_folder_is_one_line_before_training(tmp_path):
+def test_a_read_only_output_folder_is_one_line_before_training(tmp_path, tmpfs):
     # A read-only mount: root ignores chmod, not a read-only file system.
-    mountpoint = tmp_path / "readonly"
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mountpoint)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        result = _cli(
-            tmp_path, "fit", "--trainer.max_epochs", "1",
-            "--trainer.logger.init_args.save_dir", str(mountpoint / "runs"),
-        )  # fmt: skip
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=False)
+    mountpoint = tmpfs("readonly", "size=1m,ro")
+    result = _cli(
+        tmp_path, "fit", "--trainer.max_epochs", "1",
+        "--trainer.logger.init_args.save_dir", str(mountpoint / "runs"),
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
     assert "trainer.logger.init_args.save_dir: cannot write into" in result.stderr
     assert "Traceback" not in result.stderr and "Epoch" not in result.stderr

@@ -1,4 +1,4 @@
-"""Launch configuration checks (silhouette_lightning.launch_checks) and the SLURM job script's structure.
+"""Launch configuration checks (silhouette_lightning.cli.launch_checks) and the SLURM job script's structure.
 
 The checks are compared with Lightning itself: every configuration they accept builds a Trainer with the
 expected cluster environment and a process count that matches the launcher's, and every one they reject
@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from lightning.fabric.plugins.environments import LightningEnvironment
@@ -19,10 +20,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.strategies import DDPStrategy
 
+from silhouette_lightning.cli.launch_checks import check_launch, close_process_group
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.launch_checks import check_launch, close_process_group
+from tests.cli_args import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SBATCH = REPO / "docker" / "slurm" / "fit.sbatch"
 
 
@@ -48,10 +49,16 @@ def _torchrun(world: int, local: int) -> dict[str, str]:
     }
 
 
+def _check_launch(*args, environ: dict[str, str], **kwargs):
+    """check_launch in a process environment that holds only ``environ``."""
+    with mock.patch.dict(os.environ, environ, clear=True):
+        return check_launch(*args, **kwargs)
+
+
 def _error(**kwargs) -> str:
     kwargs.setdefault("environ", {})
     with pytest.raises(ConfigError) as info:
-        check_launch(**kwargs)
+        _check_launch(**kwargs)
     message = str(info.value)
     assert "\n" not in message  # the CLI prints it as one line
     return message
@@ -65,7 +72,7 @@ def _error(**kwargs) -> str:
 )
 def test_cpu_devices_are_processes_and_may_exceed_the_cores(devices, processes):
     # 64 processes on any machine: DDP on the CPU oversubscribes the cores, it does not fail.
-    assert check_launch("cpu", devices, 1, environ={}) == processes
+    assert _check_launch("cpu", devices, 1, environ={}) == processes
 
 
 @pytest.mark.parametrize("devices", [-1, "-1", 0, [0, 1], "0,1", "two", True])
@@ -75,8 +82,8 @@ def test_cpu_devices_that_are_not_a_process_count(devices):
 
 
 def test_cpu_accelerator_object_and_auto_without_gpu_are_the_cpu():
-    assert check_launch(CPUAccelerator(), 2, environ={}) == 2
-    assert check_launch("auto", 3, environ={}, cuda_count=0) == 3
+    assert _check_launch(CPUAccelerator(), 2, environ={}) == 2
+    assert _check_launch("auto", 3, environ={}, cuda_count=0) == 3
 
 
 @pytest.mark.parametrize(
@@ -85,7 +92,7 @@ def test_cpu_accelerator_object_and_auto_without_gpu_are_the_cpu():
 )
 def test_gpu_devices_within_the_visible_gpus(devices, processes):
     for accelerator in ("gpu", "cuda", "auto"):
-        assert check_launch(accelerator, devices, environ={}, cuda_count=4) == processes
+        assert _check_launch(accelerator, devices, environ={}, cuda_count=4) == processes
 
 
 def test_more_gpus_than_visible_says_how_many_there_are():
@@ -113,7 +120,7 @@ def test_slurm_task_that_sees_one_gpu_is_told_about_gpus_per_node():
 
 def test_torchrun_with_one_visible_gpu_per_process_is_allowed():
     # Lightning allows this layout (CUDA_VISIBLE_DEVICES narrowed per process), so do we.
-    assert check_launch("gpu", 4, environ=_torchrun(world=4, local=4), cuda_count=1) == 4
+    assert _check_launch("gpu", 4, environ=_torchrun(world=4, local=4), cuda_count=1) == 4
 
 
 @pytest.mark.parametrize("num_nodes", [0, -1, "two", 1.5])
@@ -125,8 +132,8 @@ def test_num_nodes_must_be_a_positive_integer(num_nodes):
 
 
 def test_slurm_job_matching_the_trainer_passes():
-    assert check_launch("cpu", 2, 1, environ=_slurm(2, 2)) == 2
-    assert check_launch("gpu", -1, 2, environ=_slurm(8, 4, nodes=2), cuda_count=4) == 4
+    assert _check_launch("cpu", 2, 1, environ=_slurm(2, 2)) == 2
+    assert _check_launch("gpu", -1, 2, environ=_slurm(8, 4, nodes=2), cuda_count=4) == 4
 
 
 @pytest.mark.parametrize(
@@ -154,15 +161,15 @@ def test_slurm_ntasks_without_ntasks_per_node_is_refused():
 def test_slurm_interactive_job_names_are_not_a_slurm_launch():
     # Lightning ignores SLURM for job names bash/interactive (processes are started another way).
     for name in ("bash", "interactive"):
-        assert check_launch("cpu", 1, 1, environ=_slurm(4, 4, job_name=name)) == 1
+        assert _check_launch("cpu", 1, 1, environ=_slurm(4, 4, job_name=name)) == 1
 
 
 # --------------------------------------------------------------------------------------------- torchrun
 
 
 def test_torchrun_matching_the_trainer_passes():
-    assert check_launch("cpu", 2, 1, environ=_torchrun(world=2, local=2)) == 2
-    assert check_launch("cpu", 1, 2, environ=_torchrun(world=2, local=1)) == 1
+    assert _check_launch("cpu", 2, 1, environ=_torchrun(world=2, local=2)) == 2
+    assert _check_launch("cpu", 1, 2, environ=_torchrun(world=2, local=1)) == 1
 
 
 def test_torchrun_processes_per_node_must_equal_devices():
@@ -178,7 +185,7 @@ def test_torchrun_world_size_must_equal_devices_times_num_nodes():
 def test_torchrun_takes_priority_over_slurm_as_in_lightning():
     # torchrun inside a SLURM allocation: the world is torchrun's (Lightning checks TorchElastic first).
     environ = {**_slurm(1, 1), **_torchrun(world=2, local=2)}
-    assert check_launch("cpu", 2, 1, environ=environ) == 2
+    assert _check_launch("cpu", 2, 1, environ=environ) == 2
 
 
 # ------------------------------------------------------------------------------------------- no launcher
@@ -188,8 +195,8 @@ def test_several_nodes_without_a_launcher_would_wait_forever():
     message = _error(accelerator="cpu", devices=1, num_nodes=2)
     assert "--trainer.num_nodes 1" in message and "torchrun --nnodes" in message
     # Lightning's "general cluster" recipe: MASTER_ADDR/NODE_RANK set by hand on every node.
-    assert check_launch("cpu", 1, 2, environ={"MASTER_ADDR": "node0", "NODE_RANK": "1"}) == 1
-    assert check_launch("cpu", 1, 2, environ={"NODE_RANK": "0"}) == 1
+    assert _check_launch("cpu", 1, 2, environ={"MASTER_ADDR": "node0", "NODE_RANK": "1"}) == 1
+    assert _check_launch("cpu", 1, 2, environ={"NODE_RANK": "0"}) == 1
 
 
 def test_a_leftover_master_addr_is_not_a_launcher():
@@ -201,9 +208,9 @@ def test_a_leftover_master_addr_is_not_a_launcher():
 
 def test_own_cluster_environment_switches_the_launcher_checks_off():
     plugin = LightningEnvironment()
-    assert check_launch("cpu", 1, 1, plugins=[plugin], environ=_slurm(2, 2)) == 1
+    assert _check_launch("cpu", 1, 1, plugins=[plugin], environ=_slurm(2, 2)) == 1
     strategy = DDPStrategy(cluster_environment=plugin)
-    assert check_launch("cpu", 1, 1, strategy=strategy, environ=_slurm(2, 2)) == 1
+    assert _check_launch("cpu", 1, 1, strategy=strategy, environ=_slurm(2, 2)) == 1
 
 
 def test_reads_the_process_environment_by_default(monkeypatch):

@@ -5,15 +5,12 @@ processes) gives the single-process value of the others' data."""
 
 from __future__ import annotations
 
-import multiprocessing
 import warnings
 
 import numpy as np
 import pytest
 import sklearn.metrics
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from silhouette_lightning.metrics import (
@@ -24,6 +21,7 @@ from silhouette_lightning.metrics import (
     retrieval_metrics,
     silhouette_score,
 )
+from tests.multiprocess import run_in_process_group
 
 METRICS = (SilhouetteScore, RetrievalMetrics, ClusteringMetrics)
 all_metrics = pytest.mark.parametrize("metric_class", METRICS, ids=lambda c: c.__name__)
@@ -166,37 +164,30 @@ def test_sparse_and_integer_embeddings_are_refused_clearly(metric_class):
 # --------------------------------------------------------------------------------------------------
 # DDP: a process without samples
 # --------------------------------------------------------------------------------------------------
-def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
+def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
     warnings.simplefilter("ignore")  # "compute before update" on the empty rank
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    x, y = data()
+    metrics = [cls() for cls in METRICS]
+    if rank == 0:  # rank 1 never calls update()
+        for metric in metrics:
+            metric.update(x[:30], y[:30])
+            metric.update(x[30:].double(), y[30:])  # mixed dtypes: promoted on every rank
+    results = {cls.__name__: as_dict(m.compute()) for cls, m in zip(METRICS, metrics, strict=True)}
+    # Nobody has samples: zeros on both ranks, no crash, no hang.
+    empty = {cls.__name__: as_dict(cls().compute()) for cls in METRICS}
+    # Different dimensions: the same clear error on both ranks (no hang).
+    mismatch = SilhouetteScore()
+    mismatch.update(x[:, : 3 + rank], y)
     try:
-        x, y = data()
-        metrics = [cls() for cls in METRICS]
-        if rank == 0:  # rank 1 never calls update()
-            for metric in metrics:
-                metric.update(x[:30], y[:30])
-                metric.update(x[30:].double(), y[30:])  # mixed dtypes: promoted on every rank
-        results = {cls.__name__: as_dict(m.compute()) for cls, m in zip(METRICS, metrics, strict=True)}
-        # Nobody has samples: zeros on both ranks, no crash, no hang.
-        empty = {cls.__name__: as_dict(cls().compute()) for cls in METRICS}
-        # Different dimensions: the same clear error on both ranks (no hang).
-        mismatch = SilhouetteScore()
-        mismatch.update(x[:, : 3 + rank], y)
-        try:
-            mismatch.compute()
-            error = ""
-        except ValueError as err:
-            error = str(err)
-        torch.save({"results": results, "empty": empty, "error": error}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        mismatch.compute()
+        error = ""
+    except ValueError as err:
+        error = str(err)
+    torch.save({"results": results, "empty": empty, "error": error}, f"{out_dir}/rank{rank}.pt")
 
 
 def test_ddp_process_without_samples_equals_the_others_data(tmp_path):
-    multiprocessing.get_context("forkserver").set_forkserver_preload([_ddp_worker.__module__])
-    args = (str(tmp_path / "store"), str(tmp_path))
-    mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="forkserver")
+    run_in_process_group(_ddp_worker, str(tmp_path), start_method="forkserver")
     x, y = data()
     for rank in range(2):
         saved = torch.load(tmp_path / f"rank{rank}.pt")

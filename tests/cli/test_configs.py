@@ -1,13 +1,11 @@
 """Every shipped config parses, composes and trains a step (fast_dev_run) on digits."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from silhouette_lightning.cli import main, run_cli
+from tests.cli_args import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DIGITS = str(REPO / "configs" / "data" / "digits.yaml")
 METHODS = sorted((REPO / "configs" / "method").glob("*.yaml"))
 # Introspection evaluates a frozen pretrained backbone without training (tests/test_introspection.py).
@@ -27,9 +25,7 @@ EXPECTED_METHODS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def test_all_method_configs_are_shipped():

@@ -11,11 +11,7 @@ from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.module import EmbeddingModule
 from tests.cli_args import CONFIGS, QUICKSTART, TINY
 
-
-@pytest.fixture(autouse=True)
-def _run_in_tmp(tmp_path, monkeypatch):
-    # The default logger writes to ./runs; keep every test's outputs in its own folder.
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")
 
 
 def _exit_code(args):

@@ -327,8 +327,8 @@ def test_state_dict_and_checkpoint_restore_the_class_vectors(tmp_path: Path):
 
 def test_cli_config_gives_only_the_options_and_the_optimizer_trains_the_class_vectors(tmp_path, monkeypatch):
     from silhouette_lightning.cli import main
+    from tests.cli_args import QUICKSTART as quickstart
 
-    quickstart = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
     config = tmp_path / "corel.yaml"
     config.write_text(
         "model:\n"

@@ -22,8 +22,8 @@ What is checked:
 * Under torchrun (``TORCHELASTIC_RUN_ID`` set; it has priority over SLURM, as in Lightning):
   ``LOCAL_WORLD_SIZE`` (``--nproc_per_node``) must equal ``devices`` and ``WORLD_SIZE``
   (``--nnodes`` x ``--nproc_per_node``) must equal ``devices x num_nodes``.
-* Inside a SLURM job step (``SLURM_NTASKS`` set and ``SLURM_JOB_NAME`` not ``bash``/``interactive``, which
-  is how Lightning's ``SLURMEnvironment.detect()`` decides): ``SLURM_NTASKS`` must equal
+* Inside a SLURM job step (as Lightning's ``SLURMEnvironment.detect()`` decides: ``SLURM_NTASKS`` set and
+  ``SLURM_JOB_NAME`` not ``bash``/``interactive``): ``SLURM_NTASKS`` must equal
   ``devices x num_nodes``, ``SLURM_NTASKS_PER_NODE`` must equal ``devices`` and ``SLURM_NNODES`` must equal
   ``num_nodes``; ``--ntasks`` without ``--ntasks-per-node`` is refused (Lightning refuses it too).
 * ``num_nodes > 1`` with no launcher at all (no torchrun, SLURM, LSF or MPI variables and no
@@ -43,10 +43,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from silhouette_lightning.errors import ConfigError
 
-_SLURM_IGNORED_JOB_NAMES = ("bash", "interactive")  # Lightning leaves SLURM alone for these job names
 # Variables of the launchers Lightning detects besides torchrun and SLURM (LSF, MPI), and of its own
 # "general cluster" recipe (MASTER_ADDR, MASTER_PORT, NODE_RANK set by hand on every node). MASTER_ADDR is
 # not among them: set alone (a leftover export), Lightning makes every node node 0, and a 2-node run waits
@@ -68,22 +68,23 @@ def check_launch(
     *,
     strategy: Any = None,
     plugins: Any = None,
-    environ: Mapping[str, str] | None = None,
     cuda_count: int | None = None,
 ) -> int | None:
     """Raise :class:`ConfigError` if the Trainer's ``accelerator``/``devices``/``num_nodes`` cannot run here.
 
+    The launcher is read from the process environment (``os.environ``), the SLURM job step by Lightning's
+    own ``SLURMEnvironment.detect()``, so that this check and the Trainer agree on it.
+
     Args:
         accelerator, devices, num_nodes, strategy, plugins: the Trainer arguments as configured (``None``
             means the Trainer default).
-        environ: the process environment (default ``os.environ``).
         cuda_count: the number of visible CUDA GPUs (default ``torch.cuda.device_count()``).
 
     Returns:
         The number of processes per node the Trainer will use, or ``None`` where it cannot be known
         before the Trainer is built (an accelerator other than CPU/CUDA).
     """
-    environ = os.environ if environ is None else environ
+    environ = os.environ
     accelerator = "auto" if accelerator is None else accelerator
     devices = "auto" if devices is None else devices
     num_nodes = 1 if num_nodes is None else num_nodes
@@ -107,7 +108,7 @@ def check_launch(
         return per_node
     if environ.get("TORCHELASTIC_RUN_ID") is not None:
         _check_torchrun(per_node, num_nodes, environ)
-    elif _in_slurm_job(environ):
+    elif SLURMEnvironment.detect():
         _check_slurm(per_node, num_nodes, environ)
     elif num_nodes > 1 and not any(name in environ for name in _OTHER_LAUNCHER_VARIABLES):
         leftover = (
@@ -184,7 +185,7 @@ def _cuda_processes(devices: Any, count: int, environ: Mapping[str, str]) -> int
         )
     if requested > count and not (environ.get("TORCHELASTIC_RUN_ID") is not None and count == 1):
         hint = ""
-        if _in_slurm_job(environ) and count == 1:
+        if SLURMEnvironment.detect() and count == 1:
             hint = (
                 " In a SLURM job every task must see all GPUs of its node: request them with "
                 "#SBATCH --gpus-per-node=N (or --gres=gpu:N), not --gpus-per-task=1."
@@ -244,11 +245,6 @@ def _brings_own_cluster_environment(strategy: Any, plugins: Any) -> bool:
         return False
     plugins = plugins if isinstance(plugins, list | tuple) else [plugins]
     return any(isinstance(plugin, ClusterEnvironment) for plugin in plugins)
-
-
-def _in_slurm_job(environ: Mapping[str, str]) -> bool:
-    """Lightning's ``SLURMEnvironment.detect()``, on ``environ``."""
-    return "SLURM_NTASKS" in environ and environ.get("SLURM_JOB_NAME") not in _SLURM_IGNORED_JOB_NAMES
 
 
 def _int_or_none(value: str | None) -> int | None:

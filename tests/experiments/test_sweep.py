@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from silhouette_lightning import sweep
 from silhouette_lightning.cli import main as fit_main
-from silhouette_lightning.report import build_report
-from silhouette_lightning.sweep import main, plan
+from silhouette_lightning.experiments import sweep
+from silhouette_lightning.experiments.report import build_report
+from silhouette_lightning.experiments.sweep import main, plan
+from tests.cli_args import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 # A run of a few seconds: synthetic data, a tiny CNN, one epoch of two batches, then the test.

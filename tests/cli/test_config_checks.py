@@ -1,10 +1,10 @@
-"""Checks of a parsed config before anything trains (silhouette_lightning.config_checks), one by one."""
+"""Checks of a parsed config before anything trains (``cli.config_checks``), one by one."""
 
 import pytest
 import torch
 from torch import nn
 
-from silhouette_lightning.config_checks import (
+from silhouette_lightning.cli.config_checks import (
     check_config,
     check_config_files,
     check_image_size,

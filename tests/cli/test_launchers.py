@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,36 +20,16 @@ import pytest
 import torch
 
 from tests.cli_args import QUICKSTART, REPO, TINY
+from tests.multiprocess import child_env, free_port
 
 SBATCH = REPO / "docker" / "slurm" / "fit.sbatch"
 CPU_DDP = str(REPO / "configs" / "trainer" / "cpu_ddp.yaml")
 TIMEOUT_S = 150  # per launch; the runs take 5-25 s on 2 cores
-# Variables that would make Lightning or torch.distributed believe they are inside another launch.
-_LAUNCH_VARIABLES = {
-    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK", "MASTER_ADDR",
-    "MASTER_PORT", "JSM_NAMESPACE_SIZE", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK",
-}  # fmt: skip
-_LAUNCH_PREFIXES = ("SLURM_", "SRUN_", "SBATCH_", "TORCHELASTIC_", "PL_")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in _LAUNCH_VARIABLES and not key.startswith(_LAUNCH_PREFIXES)
-    }
-    # The repository first: `tests.launch_probe` must be importable by the child processes.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A child's environment (:func:`tests.multiprocess.child_env`), CPU only, one thread per process."""
+    return child_env(**{"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", **extra})
 
 
 def _fit_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -160,7 +139,7 @@ def test_torchrun_two_processes_on_one_node(tmp_path):
 
 
 def test_torchrun_two_nodes_on_localhost(tmp_path):
-    port = str(_free_port())
+    port = str(free_port())
     commands = [
         [
             sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
@@ -195,7 +174,7 @@ def _slurm_env(rank: int, port: int, ntasks: int = 2, **extra: str) -> dict[str,
 
 
 def test_faked_slurm_job_of_two_tasks_uses_slurm_environment_and_trains(tmp_path):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "silhouette_lightning", *_fit_args(tmp_path, "--trainer.devices", "2")]
     outputs = _run([command, command], tmp_path, [_slurm_env(0, port), _slurm_env(1, port)], "task")
     assert "SLURM auto-requeueing enabled" in outputs[0]
@@ -231,7 +210,7 @@ def _batch_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     for name, text in (("srun", _FAKE_SRUN), ("scontrol", _FAKE_SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    env = _slurm_env(0, _free_port(), ACCELERATOR="cpu", CONFIG=QUICKSTART, **extra)
+    env = _slurm_env(0, free_port(), ACCELERATOR="cpu", CONFIG=QUICKSTART, **extra)
     for task_variable in ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID"):
         del env[task_variable]  # the batch shell has none; srun sets them per task
     env.update(SLURM_CPUS_PER_TASK="1", PATH=os.pathsep.join([str(bin_dir), env["PATH"]]))
@@ -264,7 +243,7 @@ def test_sigusr1_in_a_slurm_job_saves_an_hpc_checkpoint_that_resumes(tmp_path):
     """What ``#SBATCH --signal=SIGUSR1@90`` relies on: Lightning's handler saves ``hpc_ckpt_1.ckpt`` in
     ``default_root_dir`` on every task's SIGUSR1 (its ``scontrol requeue`` fails here: there is no SLURM),
     and ``--ckpt_path last`` continues from it."""
-    port = _free_port()
+    port = free_port()
     root = tmp_path / "root"
     args = _fit_args(
         tmp_path, "--trainer.devices", "2", "--trainer.max_epochs", "100000",
@@ -287,7 +266,7 @@ def test_sigusr1_in_a_slurm_job_saves_an_hpc_checkpoint_that_resumes(tmp_path):
     assert "Handling auto-requeue signal" in logs[0].read_text()
 
     resume = [*command, "--trainer.max_epochs", str(saved["epoch"] + 2), "--ckpt_path", "last"]
-    port = _free_port()
+    port = free_port()
     _run([resume, resume], tmp_path, [_slurm_env(0, port), _slurm_env(1, port)], "resumed")
     output = (tmp_path / "resumed0.log").read_text()
     assert f"Resuming from {hpc}" in output
@@ -330,9 +309,9 @@ def _poll(condition, processes: list[subprocess.Popen], logs: list[Path], timeou
 )
 def test_launch_mistake_is_a_one_line_error_before_anything_starts(tmp_path, env_kind, override, messages):
     environments = {
-        "slurm": lambda: _slurm_env(0, _free_port()),
+        "slurm": lambda: _slurm_env(0, free_port()),
         "plain": _env,
-        "leftover": lambda: _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())),
+        "leftover": lambda: _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port())),
     }
     env = environments[env_kind]()
     command = [sys.executable, "-m", "silhouette_lightning", *_fit_args(tmp_path, *override)]

@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
+from tests.multiprocess import run_in_process_group
 
 MEMORY = 20
 STEPS = 4
@@ -39,8 +39,7 @@ def _run(loss_fn, batches, weight):
     return loss.detach(), w.grad
 
 
-def _worker(rank, world, init_file, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _worker(rank, world, out_dir):
     inputs, labels, weight = _global_batches()
     part = slice(0, SIZES[0]) if rank == 0 else slice(SIZES[0], None)
     results = {}
@@ -58,13 +57,11 @@ def _worker(rank, world, init_file, out_dir):
         }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
-    dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_processes_hold_the_same_queue_of_gathered_batches_and_the_single_process_loss(tmp_path):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    run_in_process_group(_worker, str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     inputs, labels, weight = _global_batches()
     # The queue: the newest MEMORY rows of the global batches in order (rank 0's rows, then rank 1's),

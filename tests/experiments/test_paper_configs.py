@@ -14,11 +14,11 @@ import yaml
 
 from silhouette_lightning.cli import SilhouetteCLI, main, run_cli
 from silhouette_lightning.data.torchvision_specs import TORCHVISION_SPECS
-from silhouette_lightning.report import read_run
-from silhouette_lightning.sweep import PAPER_METHODS, plan
+from silhouette_lightning.experiments.report import read_run
+from silhouette_lightning.experiments.sweep import PAPER_METHODS, plan
+from tests.cli_args import REPO
 from tests.fake_torchvision_data import WRITERS
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 PAPER = sorted((CONFIGS / "paper").glob("*.yaml"))
 DATASETS = [path.stem for path in PAPER]

@@ -1,14 +1,13 @@
 """Under DDP the global-batch losses give exactly the single-process gradient (2 CPU processes, gloo)."""
 
 import json
-import os
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
+from tests.multiprocess import run_in_process_group
 
 CASES = {
     "pairwise-euclidean-softmax": dict(),
@@ -43,8 +42,7 @@ def _gradient(loss_fn, inputs, labels, weight):
     return loss.detach(), weight.grad
 
 
-def _worker(rank, world, init_file, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _worker(rank, world, out_file):
     inputs, labels, weight = _problem()
     part = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     results = {}
@@ -57,14 +55,12 @@ def _worker(rank, world, init_file, out_file):
     if rank == 0:
         with open(out_file, "w") as f:
             json.dump(results, f)
-    dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
     out_file = tmp_path / "ddp.json"
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    run_in_process_group(_worker, str(out_file))
     ddp = json.loads(out_file.read_text())
     inputs, labels, weight = _problem()
     for name in CASES:

@@ -16,11 +16,7 @@ import sklearn.metrics
 import torch
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, silhouette_samples, silhouette_terms
-
-try:  # `python -m pytest` from the repository root, or tests/ as a package
-    from tests.oracles import silhouette_oracle as oracle
-except ImportError:  # plain `pytest` with rootdir-relative imports (tests/ itself on sys.path)
-    from oracles import silhouette_oracle as oracle
+from tests.oracles import silhouette_oracle as oracle
 
 DISTANCES = ("euclidean", "sqeuclidean", "cosine")
 SOFT_MINS = ("softmax", "logsumexp", "hard")
