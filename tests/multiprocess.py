@@ -3,6 +3,7 @@
 * :func:`run_in_process_group`: ``worker(rank, world_size, *args)`` in ``nprocs`` CPU processes that form a
   gloo process group (a file store in a temporary folder), for tests that compare a 2-process result with
   one process on the concatenated data.
+* :func:`loss_and_gradient`: what each process (and the single-process oracle) computes in those tests.
 * :func:`child_env` and :func:`free_port`: the environment and a port for ``silhouette-fit`` (or Lightning)
   child processes, free of the launcher variables of whatever runs the tests.
 """
@@ -72,6 +73,20 @@ def _in_process_group(
         worker(rank, world_size, *args)
     finally:
         dist.destroy_process_group()
+
+
+def loss_and_gradient(
+    loss_fn: Callable[..., torch.Tensor],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss_fn(inputs @ weight, labels)`` on each batch in turn, with a gradient on ``weight``: the last
+    batch's loss and gradient (earlier batches only fill a loss's cross-batch memory)."""
+    for inputs, labels in batches:
+        w = weight.clone().requires_grad_(True)
+        loss = loss_fn(inputs @ w, labels)
+        loss.backward()
+    return loss.detach(), w.grad
 
 
 def child_env(**extra: str) -> dict[str, str]:

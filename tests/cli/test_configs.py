@@ -8,7 +8,7 @@ from tests.cli_args import REPO
 
 DIGITS = str(REPO / "configs" / "data" / "digits.yaml")
 METHODS = sorted((REPO / "configs" / "method").glob("*.yaml"))
-# Introspection evaluates a frozen pretrained backbone without training (tests/test_introspection.py).
+# Introspection evaluates a frozen pretrained backbone without training (tests/models/test_introspection.py).
 TRAINED_METHODS = [method for method in METHODS if method.stem != "introspection"]
 FAST = ["--trainer.fast_dev_run", "2", "--trainer.enable_progress_bar", "false", "--data.batch_size", "32"]
 
@@ -57,8 +57,8 @@ def _soft_silhouette_terms(node):
 
 
 def test_every_shipped_soft_silhouette_is_scale_invariant():
-    """DESIGN.md "Scale invariance": the quick start and every method config use the relative temperature
-    (the absolute one collapsed the embedding on CIFAR-10), and say so explicitly."""
+    """Scale invariance (README, "The loss"): the quick start and every method config use the relative
+    temperature (the absolute one collapsed the embedding on CIFAR-10), and say so explicitly."""
     configs = sorted((REPO / "configs").rglob("*.yaml"))
     found = {
         path.relative_to(REPO).as_posix(): list(_soft_silhouette_terms(yaml.safe_load(path.read_text())))

@@ -108,8 +108,8 @@ def test_methods_share_the_data_sets_protocol_and_differ_only_in_the_objective(c
 
 
 def test_every_soft_silhouette_of_the_protocol_is_scale_invariant(composed):
-    """DESIGN.md "Scale invariance": the absolute temperature collapsed the embedding on CIFAR-10, so no
-    paper run may use it (resolved value, defaults included)."""
+    """Scale invariance (README, "The loss"): the absolute temperature collapsed the embedding on CIFAR-10,
+    so no paper run may use it (resolved value, defaults included)."""
     silhouettes = 0
     for key, config in composed.items():
         for term in config["model"]["losses"]:

@@ -1,4 +1,4 @@
-"""Tests of COREL (DESIGN.md, "Other losses"): the functional loss, CorelLoss and CorelTerm.
+"""Tests of COREL (README, "Objectives"): the functional loss, CorelLoss and CorelTerm.
 
 The oracle is a plain loop over samples and classes in float64, written from the formulas in
 ``silhouette_lightning/losses/corel.py`` and sharing no code with it; its gradients come from autograd

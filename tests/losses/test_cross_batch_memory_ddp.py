@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
-from tests.multiprocess import run_in_process_group
+from tests.multiprocess import loss_and_gradient, run_in_process_group
 
 MEMORY = 20
 STEPS = 4
@@ -30,22 +30,15 @@ def _global_batches():
     return inputs, labels, torch.randn(6, 4, dtype=torch.float64, generator=g)
 
 
-def _run(loss_fn, batches, weight):
-    """All steps with gradient on ``weight``; the last step's loss and gradient."""
-    for inputs, labels in batches:
-        w = weight.clone().requires_grad_(True)
-        loss = loss_fn(inputs @ w, labels)
-        loss.backward()
-    return loss.detach(), w.grad
-
-
 def _worker(rank, world, out_dir):
     inputs, labels, weight = _global_batches()
     part = slice(0, SIZES[0]) if rank == 0 else slice(SIZES[0], None)
     results = {}
     for name in ("pairwise", "centroid", "supcon"):
         loss_fn = _loss(name)
-        loss, grad = _run(loss_fn, [(x[part], y[part]) for x, y in zip(inputs, labels, strict=True)], weight)
+        loss, grad = loss_and_gradient(
+            loss_fn, [(x[part], y[part]) for x, y in zip(inputs, labels, strict=True)], weight
+        )
         dist.all_reduce(grad)  # what DDP does with the parameter gradients
         dist.all_reduce(loss)
         rows, row_labels = loss_fn.memory.contents()
@@ -74,7 +67,7 @@ def test_two_processes_hold_the_same_queue_of_gathered_batches_and_the_single_pr
         assert ranks[0][name]["labels"] == ranks[1][name]["labels"] == expected_labels, name
         torch.testing.assert_close(torch.tensor(ranks[0][name]["memory"], dtype=torch.float64), expected_rows)
         # One process on the concatenated batches, with its own memory: the same loss and gradient.
-        loss, grad = _run(_loss(name), list(zip(inputs, labels, strict=True)), weight)
+        loss, grad = loss_and_gradient(_loss(name), list(zip(inputs, labels, strict=True)), weight)
         assert abs(ranks[0][name]["loss"] - loss.item()) <= 1e-10, name
         assert (torch.tensor(ranks[0][name]["grad"], dtype=torch.float64) - grad).abs().max() <= 1e-8, name
         assert grad.abs().max() > 1e-3

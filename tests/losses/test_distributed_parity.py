@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
-from tests.multiprocess import run_in_process_group
+from tests.multiprocess import loss_and_gradient, run_in_process_group
 
 CASES = {
     "pairwise-euclidean-softmax": dict(),
@@ -35,19 +35,12 @@ def _problem():
     return inputs, torch.tensor(LABELS), weight
 
 
-def _gradient(loss_fn, inputs, labels, weight):
-    weight = weight.clone().requires_grad_(True)
-    loss = loss_fn(inputs @ weight, labels)
-    loss.backward()
-    return loss.detach(), weight.grad
-
-
 def _worker(rank, world, out_file):
     inputs, labels, weight = _problem()
     part = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     results = {}
     for name in CASES:
-        loss, grad = _gradient(_loss(name), inputs[part], labels[part], weight)
+        loss, grad = loss_and_gradient(_loss(name), [(inputs[part], labels[part])], weight)
         # What DDP does with the parameter gradients (and what logging with sync_dist does with the value).
         dist.all_reduce(grad)
         dist.all_reduce(loss)
@@ -64,10 +57,10 @@ def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_p
     ddp = json.loads(out_file.read_text())
     inputs, labels, weight = _problem()
     for name in CASES:
-        loss, grad = _gradient(_loss(name), inputs, labels, weight)
+        loss, grad = loss_and_gradient(_loss(name), [(inputs, labels)], weight)
         assert abs(ddp[name]["loss"] - loss.item()) <= 1e-10, name
         assert (torch.tensor(ddp[name]["grad"], dtype=torch.float64) - grad).abs().max() <= 1e-8, name
         assert grad.abs().max() > 1e-3  # a real gradient, not two zeros agreeing
     # Without the gather, each process would see only its slice: the values differ (the test can fail).
-    local, _ = _gradient(SoftSilhouetteLoss(), inputs[:SPLIT], labels[:SPLIT], weight)
+    local, _ = loss_and_gradient(SoftSilhouetteLoss(), [(inputs[:SPLIT], labels[:SPLIT])], weight)
     assert abs(local.item() - ddp["pairwise-euclidean-softmax"]["loss"]) > 1e-3

@@ -1,4 +1,4 @@
-"""Tests of the Soft Silhouette (DESIGN.md, "The Soft Silhouette loss", items 1-8).
+"""Tests of the Soft Silhouette (README, "The loss": the pairwise variant).
 
 The main oracle is ``tests/oracles/silhouette_oracle.py``: plain Python loops over samples and classes,
 written from the specification and sharing no code with the implementation. Exactness checks run in

@@ -1,4 +1,4 @@
-"""Scale invariance of the Soft Silhouette (DESIGN.md, "Scale invariance"): by default the soft minimum's
+"""Scale invariance of the Soft Silhouette (README, "The loss"): by default the soft minimum's
 temperature is relative to the anchor's distances, so multiplying every distance by k > 0 leaves every
 ``s_i`` unchanged and training gains nothing by shrinking the embedding. The absolute temperature stays
 an option and is not invariant: these tests show both, down to a short training run on digits."""

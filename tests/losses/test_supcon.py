@@ -1,4 +1,4 @@
-"""Tests of the supervised contrastive loss (DESIGN.md, "Other losses": SupCon).
+"""Tests of the supervised contrastive loss (README, "Objectives": SupCon).
 
 Two independent oracles: ``pytorch_metric_learning.losses.SupConLoss`` (values and gradients on the
 flattened batch) and a naive loop over anchors and positives below, written from the formula in Khosla

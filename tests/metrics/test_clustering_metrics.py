@@ -1,4 +1,4 @@
-"""Tests of the k-means NMI/AMI metrics (DESIGN.md, "Evaluation and pictures").
+"""Tests of the k-means NMI/AMI metrics (README, "Evaluation metrics").
 
 Oracles: torchmetrics' and scikit-learn's ``normalized_mutual_info_score`` /
 ``adjusted_mutual_info_score`` on the same assignment (the implementation uses scikit-learn's, so

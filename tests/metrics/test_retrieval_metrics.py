@@ -1,4 +1,4 @@
-"""Tests of the leave-one-out retrieval metrics (DESIGN.md, "Evaluation and pictures").
+"""Tests of the leave-one-out retrieval metrics (README, "Evaluation metrics").
 
 Oracles: pytorch-metric-learning's ``AccuracyCalculator`` (precision@1, MAP@R, R-precision; its
 query == reference mode, brute-force kNN through ``CustomKNN`` instead of faiss) on data without distance

@@ -1,4 +1,4 @@
-"""Tests of the exact silhouette score metric (DESIGN.md, "Evaluation and pictures").
+"""Tests of the exact silhouette score metric (README, "Evaluation metrics").
 
 The oracle is scikit-learn's ``silhouette_samples`` / ``silhouette_score`` on the same float64 data, plus
 a single-process run for the DDP sync. Agreement is checked to 1e-10 in float64 (the implementation

@@ -1,4 +1,4 @@
-"""Tests of MetricLearningTerm: pytorch-metric-learning losses as terms (DESIGN.md, "Other losses").
+"""Tests of MetricLearningTerm: pytorch-metric-learning losses as terms (README, "Objectives").
 
 The oracle is pytorch-metric-learning itself, called directly on the same flattened input; the CLI is
 run in-process from YAML, as users configure it.
