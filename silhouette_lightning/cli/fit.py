@@ -49,6 +49,8 @@ from silhouette_lightning.experiments.runs import (
     DEFAULT_LOGGER_NAME,
     DEFAULT_SAVE_DIR,
     METRICS_FILE,
+    logger_version,
+    version_folder,
 )
 from silhouette_lightning.module import EmbeddingModule
 
@@ -204,7 +206,7 @@ class SilhouetteCLI(LightningCLI):
             # Lightning's SLURM requeue checkpoints live in default_root_dir, shared by every run started
             # there: only inside a SLURM job are they this run's (Lightning itself looks only then).
             Path(self.trainer.default_root_dir) if SLURMEnvironment.detect() else None,
-            None if fixed_version is None else _folder_of(fixed_version),
+            None if fixed_version is None else version_folder(fixed_version),
         )
 
     def _resume_point(self) -> ResumePoint | None:
@@ -254,7 +256,7 @@ class SilhouetteCLI(LightningCLI):
         if point.version is not None and hasattr(logger, "_version"):
             # Log into the resumed run's folder (metrics.csv continues, checkpoints are replaced there).
             # The logger computes its version lazily, so setting it before fit() starts is enough.
-            logger._version = _version_of(point.version)
+            logger._version = logger_version(point.version)
             if isinstance(logger, CSVLogger) and self.trainer.is_global_zero:
                 continue_metrics_csv(logger, point.checkpoint)
         rank_zero_info(f"Resuming from {point.checkpoint}")
@@ -298,17 +300,6 @@ class SilhouetteCLI(LightningCLI):
 
 # Names that Lightning resolves itself (not files).
 _LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")
-
-
-def _folder_of(version: int | str) -> str:
-    """The folder name of a logger ``version`` (as CSVLogger/TensorBoardLogger name it)."""
-    return version if isinstance(version, str) else f"version_{version}"
-
-
-def _version_of(folder: str) -> int | str:
-    """The logger ``version`` that names ``folder`` (``version_3`` -> 3; other names as they are)."""
-    number = folder.removeprefix("version_")
-    return int(number) if folder.startswith("version_") and number.isdigit() else folder
 
 
 def _flat(namespace) -> dict:

@@ -34,9 +34,20 @@ class ExperimentError(Exception):
     """A mistake in the command line, the configs or the run folders; the message says what to change."""
 
 
-def run_folder(save_dir: str | Path, name: str, version: str) -> Path:
-    """Where the CSV logger ``<save_dir>/<name>`` writes its run ``version``."""
-    return Path(save_dir) / name / version
+def version_folder(version: int | str) -> str:
+    """The folder name of a logger ``version`` (as CSVLogger/TensorBoardLogger name it)."""
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def logger_version(folder: str) -> int | str:
+    """The logger ``version`` that names ``folder`` (``version_3`` -> 3; other names as they are)."""
+    number = folder.removeprefix("version_")
+    return int(number) if folder.startswith("version_") and number.isdigit() else folder
+
+
+def run_folder(save_dir: str | Path, name: str, version: int | str) -> Path:
+    """Where the logger ``<save_dir>/<name>`` writes its run ``version``."""
+    return Path(save_dir) / name / version_folder(version)
 
 
 def read_config(path: Path) -> dict[str, Any]:
