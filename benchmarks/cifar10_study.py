@@ -42,7 +42,7 @@ from study_plan import (
 )
 from study_plan import run_all as run_plan
 
-from silhouette_lightning.sweep import Run
+from silhouette_lightning.experiments.sweep import Run
 
 CONFIG = "configs/study/cifar10_cpu.yaml"
 RUNS = Path("runs/study")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from study_plan import REPO, epoch_times, markdown_table, method_args, report_rows, study_run, time_table
 
-from silhouette_lightning.sweep import Run
+from silhouette_lightning.experiments.sweep import Run
 
 RUNS = Path("runs/recipe")
 METHODS = ("ce", "ce_silhouette", "silhouette", "supcon", "hybrid", "proxy_anchor", "triplet")

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from silhouette_lightning.sweep import Run, run_sequentially
+from silhouette_lightning.experiments.sweep import Run, run_sequentially
 
 REPO = Path(__file__).resolve().parents[1]
 SILHOUETTE_TERM = "silhouette_lightning.terms.SoftSilhouetteTerm"
@@ -71,7 +71,14 @@ def report_rows(folders: Path | Sequence[Path], output: Path, chart_metric: str)
     """silhouette-report's CSV rows (one per method: ``<metric> mean`` / ``std`` / ``n``) of the runs
     under ``folders``, its full report written to ``output``."""
     paths = [folders] if isinstance(folders, Path) else list(folders)
-    command = [sys.executable, "-m", "silhouette_lightning.report", *map(str, paths), "--output", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "silhouette_lightning.experiments.report",
+        *map(str, paths),
+        "--output",
+        str(output),
+    ]
     command += ["--metric", chart_metric]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     with (output / "report.csv").open(newline="") as file:

@@ -1,4 +1,4 @@
-"""A test-only callback for the multi-process launcher tests (tests/test_launchers.py).
+"""A test-only callback for the multi-process launcher tests (tests/cli/test_launchers.py).
 
 The launcher tests start ``silhouette-fit`` through torchrun or a faked SLURM job and pass this callback
 with ``--trainer.callbacks``. Each process writes ``<folder>/rank<global rank>.json`` at the end of ``fit``

@@ -4,7 +4,6 @@ The runs happen in ``tests/ddp_trainer_step.py`` subprocesses: Lightning's ``ddp
 by re-running the command line, which must not be pytest's.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,21 +12,19 @@ import pytest
 import torch
 
 from tests.ddp_trainer_step import CASES
+from tests.multiprocess import child_env
 
 SCRIPT = Path(__file__).with_name("ddp_trainer_step.py")
-REPO = SCRIPT.parent.parent
 
 
 @pytest.fixture(scope="module")
 def steps(tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("ddp_trainer_step")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "LOCAL_RANK", "WORLD_SIZE"))}
-    env["PYTHONPATH"] = str(REPO)
     runs = {
         devices: subprocess.Popen(
             [sys.executable, str(SCRIPT), str(out / devices), "--devices", devices],
             cwd=out,
-            env=env,
+            env=child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,4 +1,4 @@
-"""Naive loops for the simplified (centroid) silhouette, DESIGN.md item 9.
+"""Naive loops for the simplified (centroid) silhouette (README, "The loss").
 
 For anchor i: a_i = d(x_i, mean of its class's references), b_i = soft-min over the other classes of
 d(x_i, that class's mean). Valid when the own class has another member and another class is present.

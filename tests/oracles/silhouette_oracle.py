@@ -1,4 +1,4 @@
-"""Naive, loop-based reference implementation of the Soft Silhouette (DESIGN.md, items 1-8).
+"""Naive, loop-based reference implementation of the Soft Silhouette (README, "The loss").
 
 Written from the specification only: it deliberately shares no code with
 ``silhouette_lightning.losses``. Every quantity is computed one sample / one class at a time with
