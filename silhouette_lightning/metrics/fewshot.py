@@ -12,7 +12,7 @@ typically on classes the model never saw (``data.unseen_classes``). One episode:
 
 ``fewshot_<N>way_<K>shot`` is the mean episode accuracy over ``episodes`` episodes. Chance level is 1/N.
 
-Episode protocol (exact, so that a naive loop can reproduce it; ``tests/test_fewshot.py`` does):
+Episode protocol (exact, so that a naive loop can reproduce it; ``tests/metrics/test_fewshot.py`` does):
 
 * samples are first put in a *canonical order*: by label, then lexicographically by their embedding rows
   (so the result does not depend on the order in which processes gathered them: identical on every rank
