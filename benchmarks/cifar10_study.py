@@ -6,15 +6,17 @@
 
 Parts:
   main    CE, CE + Silhouette, SupCon (2 views), hybrid; 3 seeds; configs/study/cifar10_cpu.yaml. The
-          silhouette terms of CE + Silhouette and of the hybrid use the *absolute* temperature (the
-          loss's default when the study ran; set explicitly here, the default is now relative).
+          silhouette terms of CE + Silhouette and of the hybrid use the softmax soft minimum with the
+          *absolute* temperature (the loss's default when the study ran; set explicitly here, the
+          default is now the hard minimum).
   unseen  CE and CE + Silhouette (absolute) trained on 5 classes (drawn with data.seed 0), test = the
           other 5.
   sweep   CE + Silhouette (absolute), seed 0: silhouette temperature 0.05 / 0.2 / 0.5 and weight 0.3 / 3.0
           (the main runs use temperature 0.1, weight 1.0).
-  relative  CE + Silhouette as configs/method/ce_silhouette.yaml ships it: temperature_scale "relative"
-          (the soft minimum's temperature scales with the anchor's distances; see docs/results.md for
-          why), 3 seeds, seen and unseen classes; its runs are named ce_silhouette_relative.
+  relative  CE + Silhouette as configs/method/ce_silhouette.yaml shipped it then: the softmax soft
+          minimum with temperature_scale "relative" (the temperature scales with the anchor's
+          distances; see docs/results.md for why), 3 seeds, seen and unseen classes; its runs are named
+          ce_silhouette_relative.
   relative_sweep  the sweep's five settings with temperature_scale "relative", seed 0.
 
 Every run is ``silhouette-fit fit ... --ckpt_path last`` with its own logger version ``seed_<s>``, run one
@@ -61,10 +63,11 @@ SWEEP = {
     "w0.3": {"weight": 0.3},
     "w3.0": {"weight": 3.0},
 }
-# The study's silhouette runs without "relative" in their name used the absolute temperature, then the
-# default; it is set explicitly so that they still reproduce (the default is now "relative").
-ABSOLUTE = {"temperature_scale": "absolute"}
-RELATIVE = {"temperature_scale": "relative"}
+# The study's silhouette runs without "relative" in their name used the softmax soft minimum with the
+# absolute temperature, then the default; the runs with "relative" used the softmax with the relative
+# one. Both are set explicitly so that they still reproduce (the default is now the hard minimum).
+ABSOLUTE = {"soft_min": "softmax", "temperature_scale": "absolute"}
+RELATIVE = {"soft_min": "softmax", "temperature_scale": "relative"}
 
 
 def _ce_silhouette_losses(silhouette_args: dict[str, float]) -> str:
@@ -83,8 +86,8 @@ def _study_run(save_dir: Path, name: str, seed: int, args: tuple[str, ...]) -> R
 
 
 def _method_args(method: str) -> tuple[str, ...]:
-    """A method config as the study ran it: its Soft Silhouette term (if any) with the absolute
-    temperature, the other terms as the config sets them."""
+    """A method config as the study ran it: its Soft Silhouette term (if any) with the softmax soft
+    minimum and the absolute temperature, the other terms as the config sets them."""
     return method_args(method, ABSOLUTE)
 
 
@@ -112,7 +115,7 @@ def runs(parts: list[str], seeds: list[int]) -> list[Run]:
             (RUNS / "cifar10_unseen", ("--data.unseen_classes", "5")),
         ):
             for seed in seeds:
-                args = ("--config", "configs/method/ce_silhouette.yaml", *extra)  # relative, as shipped
+                args = (*method_args("ce_silhouette", RELATIVE), *extra)  # relative softmax, as shipped then
                 planned.append(_study_run(save_dir, "ce_silhouette_relative", seed, args))
     if "relative_sweep" in parts:
         for label, silhouette_args in SWEEP.items():
@@ -169,7 +172,7 @@ def report() -> None:
 
 def diagnose(folders: list[Path], samples: int = 2000) -> None:
     """Why a run's embedding scores what it scores: on a seeded subset of the test images, the exact
-    silhouette, the soft one (absolute and relative temperature), the nearest and mean distance to the
+    silhouette, the softmax soft one (absolute and relative temperature), the nearest and mean distance to the
     other classes and the spread of the embedding (mean distance between any two samples)."""
     import torch
 
@@ -202,10 +205,10 @@ def diagnose(folders: list[Path], samples: int = 2000) -> None:
             outputs = model.encode(images)
             points = torch.nn.functional.normalize(outputs.get(model.eval_output)[:, 0].double(), dim=1)
             hard = silhouette_terms(points, labels, soft_min="hard")
-            soft = silhouette_terms(points, labels, temperature=0.1, temperature_scale="absolute")
-            relative = silhouette_terms(points, labels, temperature=0.1, temperature_scale="relative")
-            # Mean distance to every other class = the soft minimum with an infinite temperature.
-            mean_other = silhouette_terms(points, labels, temperature=1e9, temperature_scale="absolute").b
+            soft = silhouette_terms(points, labels, **ABSOLUTE, temperature=0.1)
+            relative = silhouette_terms(points, labels, **RELATIVE, temperature=0.1)
+            # Mean distance to every other class = the softmax soft minimum with an infinite temperature.
+            mean_other = silhouette_terms(points, labels, **ABSOLUTE, temperature=1e9).b
             exact = float(silhouette_score(points, labels))
             spread = torch.cdist(points, points).mean()
         print(

@@ -98,7 +98,7 @@ def test_under_bf16_autocast_the_silhouette_is_float32_arithmetic_on_the_bf16_em
     # to float32 rounding (value) and the bf16 storage of the gradient itself. Independent of the thread
     # count, unlike a comparison of two training runs.
     torch.manual_seed(0)
-    term = SoftSilhouetteTerm(variant=variant, temperature=0.1)  # the default, relative temperature
+    term = SoftSilhouetteTerm(variant=variant, soft_min="softmax", temperature=0.1)  # relative temperature
     model = EmbeddingModule(SmallCNN(width=4), 3, losses=[CrossEntropyTerm(), term], embedding_dim=8)
     images, labels = torch.randn(24, 3, 8, 8), torch.arange(24) % 3
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -88,7 +88,7 @@ def test_options_change_one_thing_from_the_recommended_recipe(omniglot):
         option = recipe_study.options(recipe_study.DATASETS["omniglot"])[changed]
         if option.silhouette:
             terms = json.loads(_value(run.args, "--model.losses"))
-            shipped = {"weight": 1.0, "temperature": 0.1, "temperature_scale": "relative"}
+            shipped = {"weight": 1.0, "soft_min": "hard"}  # configs/method/ce_silhouette.yaml's term
             assert terms[1]["init_args"] == {**shipped, **option.silhouette}
         else:
             assert "--model.losses" not in run.args and set(option.args) <= set(run.args)

@@ -25,22 +25,28 @@ def masked_soft_min(
 ) -> Tensor:
     """Soft minimum of ``values`` ``[N, C]`` along the last axis over the entries where ``mask`` is True.
 
+    * ``"hard"`` (or ``temperature == 0``): the plain minimum, the classical silhouette's ``b_i``; the
+      losses' default. It is scale-invariant and not biased by the number of classes.
     * ``"softmax"``: ``sum_c w_c v_c`` with ``w = softmax(-v / temperature)``; between the minimum and
-      the mean, tending to the minimum as ``temperature -> 0``.
+      the mean, tending to the minimum as ``temperature -> 0``. With many values per row it drifts
+      towards the mean: the nearest value dominates only with a lead of about ``temperature * log C``,
+      and training can arrange exactly that (see :class:`~silhouette_lightning.losses.SoftSilhouetteLoss`).
+      Safe only with few classes per batch (about 10).
     * ``"logsumexp"``: ``-temperature * log sum_c exp(-v_c / temperature)``, clamped at 0; a lower
       bound of the minimum that tends to it as ``temperature -> 0``. The clamp keeps it a valid
       distance: unclamped it goes negative once the nearest value is below ``temperature * log C``,
       which would push the silhouette below -1. (Clamped entries pass no gradient: with many classes,
-      prefer a small temperature or ``"softmax"``.)
-    * ``"hard"`` (or ``temperature == 0``): the plain minimum.
+      prefer a small temperature or ``"hard"``.)
 
+    ``temperature`` and ``temperature_scale`` apply to ``"softmax"`` and ``"logsumexp"`` only.
     ``temperature_scale="relative"`` (default) uses ``temperature * mean(row)`` (the mean over the row's
     True entries) as the temperature: the soft minimum then scales with the values (``f(k v) = k f(v)``
     for every ``k > 0``), so a ratio built on it, such as the silhouette, does not change when all
     distances are multiplied by ``k``. ``"absolute"`` uses ``temperature`` as it is: shrinking every
     distance then moves the softmax weights towards uniform and the soft minimum from the nearest value
     towards the mean, so a loss on the ratio gains by collapsing the embedding, which training does
-    (measured on CIFAR-10, docs/results.md).
+    (measured on CIFAR-10, docs/results.md). The relative temperature removes that scale shortcut, not
+    the many-class one above.
 
     Rows without any True entry return 0 (finite, with a finite gradient); callers mark them invalid.
     Masked entries are excluded with the dtype's most negative finite value rather than ``-inf``, so that

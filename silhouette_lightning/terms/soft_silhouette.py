@@ -17,7 +17,10 @@ class SoftSilhouetteTerm(LossTerm):
     Args:
         weight, input, views, name: see :class:`LossTerm`.
         distance, soft_min, temperature, normalize, variant, temperature_scale: see
-            :class:`SoftSilhouetteLoss`.
+            :class:`SoftSilhouetteLoss`. The default ``soft_min="hard"`` is the classical silhouette's
+            nearest class; ``temperature`` and ``temperature_scale`` apply to ``"softmax"`` and
+            ``"logsumexp"`` only. ``"softmax"`` is gamed by training when a batch holds many classes
+            (safe with about 10).
         memory_size: cross-batch memory of the last ``memory_size`` samples the term consumed, used as
             extra references in training (see :class:`SoftSilhouetteLoss`). With ``views: all`` every
             view is a sample, so the memory holds ``memory_size / V`` images. 0 (default) = off; at most
@@ -33,7 +36,7 @@ class SoftSilhouetteTerm(LossTerm):
         views: ViewSelection = "all",
         name: str | None = None,
         distance: Distance = "euclidean",
-        soft_min: SoftMin = "softmax",
+        soft_min: SoftMin = "hard",
         temperature: float = 0.1,
         normalize: bool = True,
         variant: Variant = "pairwise",

@@ -159,7 +159,7 @@ def test_pairwise_with_memory_equals_the_loop_oracle_on_the_concatenated_referen
 
 def test_centroid_with_memory_equals_the_oracle_on_the_concatenated_references():
     batches = _batches([8, 6, 10, 8, 9], seed=3)
-    loss = SoftSilhouetteLoss(temperature=0.3, variant="centroid", memory_size=13)
+    loss = SoftSilhouetteLoss(soft_min="softmax", temperature=0.3, variant="centroid", memory_size=13)
     value, grad, (memory_rows, memory_labels) = _run_with_memory(loss, batches)
     x, y = batches[-1]
     refs, ref_labels = torch.cat([_unit(x), memory_rows.double()]), torch.cat([y, memory_labels])
@@ -173,7 +173,9 @@ def test_centroid_with_memory_equals_the_oracle_on_the_concatenated_references()
     # references exclude no self pair, which the centroid variant only needs for validity: all are valid.
     x_grad = x.clone().requires_grad_(True)
     refs = torch.cat([_unit(x_grad), memory_rows.double()])
-    explicit = SoftSilhouetteLoss(temperature=0.3, variant="centroid")(x_grad, y, refs, ref_labels)
+    explicit = SoftSilhouetteLoss(soft_min="softmax", temperature=0.3, variant="centroid")(
+        x_grad, y, refs, ref_labels
+    )
     explicit.backward()
     assert explicit.item() == pytest.approx(value.item(), rel=1e-9)
     torch.testing.assert_close(grad, x_grad.grad, rtol=1e-7, atol=1e-9)

@@ -19,7 +19,7 @@ SIZES = (5, 7)  # rank 0 and rank 1 hold different numbers of samples: 12 per gl
 def _loss(name):
     if name == "supcon":
         return SupConLoss(temperature=0.2, memory_size=MEMORY)
-    return SoftSilhouetteLoss(temperature=0.3, variant=name, memory_size=MEMORY)
+    return SoftSilhouetteLoss(soft_min="softmax", temperature=0.3, variant=name, memory_size=MEMORY)
 
 
 def _global_batches():

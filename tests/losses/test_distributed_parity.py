@@ -10,10 +10,10 @@ from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
 from tests.multiprocess import loss_and_gradient, run_in_process_group
 
 CASES = {
-    "pairwise-euclidean-softmax": dict(),
+    "pairwise-euclidean-softmax": dict(soft_min="softmax"),
     "pairwise-cosine-hard": dict(distance="cosine", soft_min="hard"),
     "pairwise-sqeuclidean-logsumexp": dict(distance="sqeuclidean", soft_min="logsumexp", temperature=0.5),
-    "centroid": dict(variant="centroid"),
+    "centroid": dict(variant="centroid", soft_min="softmax"),
     "supcon": dict(temperature=0.2),
 }
 
@@ -62,5 +62,7 @@ def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_p
         assert (torch.tensor(ddp[name]["grad"], dtype=torch.float64) - grad).abs().max() <= 1e-8, name
         assert grad.abs().max() > 1e-3  # a real gradient, not two zeros agreeing
     # Without the gather, each process would see only its slice: the values differ (the test can fail).
-    local, _ = loss_and_gradient(SoftSilhouetteLoss(), [(inputs[:SPLIT], labels[:SPLIT])], weight)
+    local, _ = loss_and_gradient(
+        _loss("pairwise-euclidean-softmax"), [(inputs[:SPLIT], labels[:SPLIT])], weight
+    )
     assert abs(local.item() - ddp["pairwise-euclidean-softmax"]["loss"]) > 1e-3

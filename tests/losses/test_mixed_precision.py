@@ -14,11 +14,14 @@ from silhouette_lightning.losses import SoftSilhouetteLoss, SupConLoss
 from silhouette_lightning.losses.corel import CorelLoss
 
 LOSSES = {
-    "silhouette-pairwise": lambda: SoftSilhouetteLoss(),
+    "silhouette-pairwise": lambda: SoftSilhouetteLoss(),  # the default: the hard minimum
     "silhouette-centroid": lambda: SoftSilhouetteLoss(variant="centroid"),
+    "silhouette-pairwise-softmax": lambda: SoftSilhouetteLoss(soft_min="softmax"),
+    "silhouette-centroid-softmax": lambda: SoftSilhouetteLoss(variant="centroid", soft_min="softmax"),
     "silhouette-sqeuclidean-hard": lambda: SoftSilhouetteLoss(distance="sqeuclidean", soft_min="hard"),
     "silhouette-cosine-logsumexp": lambda: SoftSilhouetteLoss(distance="cosine", soft_min="logsumexp"),
     "silhouette-unnormalized": lambda: SoftSilhouetteLoss(normalize=False),
+    "silhouette-unnormalized-softmax": lambda: SoftSilhouetteLoss(normalize=False, soft_min="softmax"),
     "supcon": lambda: SupConLoss(),
     "corel-cosine": lambda: CorelLoss(8, 16, kind="cosine"),
     "corel-gaussian": lambda: CorelLoss(8, 16, kind="gaussian"),

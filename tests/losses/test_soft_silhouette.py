@@ -7,6 +7,7 @@ float64; scikit-learn is the second oracle for the hard silhouette.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 
@@ -16,6 +17,8 @@ import sklearn.metrics
 import torch
 
 from silhouette_lightning.losses import SoftSilhouetteLoss, silhouette_samples, silhouette_terms
+from silhouette_lightning.losses.soft_min import masked_soft_min
+from silhouette_lightning.terms import SoftSilhouetteTerm
 from tests.oracles import silhouette_oracle as oracle
 
 DISTANCES = ("euclidean", "sqeuclidean", "cosine")
@@ -150,11 +153,39 @@ def test_zero_temperature_is_the_hard_minimum(distance):
 def test_default_arguments_are_the_documented_ones():
     x, y = uneven_batch(seed=5)
     expected = oracle_loss(
-        x, y, distance="euclidean", soft_min="softmax", temperature=0.1, normalize=True, reduction="mean"
+        x, y, distance="euclidean", soft_min="hard", temperature=0.0, normalize=True, reduction="mean"
     )
     assert_close(SoftSilhouetteLoss()(x, y), expected)
-    expected_s, *_ = oracle_terms(x, y, distance="euclidean", soft_min="softmax", temperature=0.1)
+    expected_s, *_ = oracle_terms(x, y, distance="euclidean", soft_min="hard", temperature=0.0)
     assert_close(silhouette_samples(x, y), expected_s)
+    # The temperature's defaults (0.1, relative), on the soft minimum that uses them.
+    expected = oracle_loss(
+        x, y, distance="euclidean", soft_min="softmax", temperature=0.1, normalize=True, reduction="mean"
+    )
+    assert_close(SoftSilhouetteLoss(soft_min="softmax")(x, y), expected)
+    expected_s, *_ = oracle_terms(x, y, distance="euclidean", soft_min="softmax", temperature=0.1)
+    assert_close(silhouette_samples(x, y, soft_min="softmax"), expected_s)
+
+
+def test_the_default_soft_min_is_the_hard_minimum_and_equals_sklearn():
+    """The default ``b_i`` is the classical silhouette's nearest class: with every argument at its default
+    ``silhouette_samples`` is scikit-learn's, on random data of many small classes (where a softmax soft
+    minimum is furthest from it)."""
+    assert SoftSilhouetteLoss().soft_min == "hard"
+    assert SoftSilhouetteTerm().loss.soft_min == "hard"
+    for function in (silhouette_samples, silhouette_terms):
+        assert inspect.signature(function).parameters["soft_min"].default == "hard"
+    g = torch.Generator().manual_seed(11)
+    for classes, per_class in ((3, 7), (40, 3)):
+        y = torch.arange(classes).repeat_interleave(per_class)[
+            torch.randperm(classes * per_class, generator=g)
+        ]
+        y[0] = classes  # a singleton: 0 in both
+        x = torch.randn(len(y), 6, generator=g, dtype=F64) + 0.3 * torch.randn(classes + 1, 6, generator=g)[y]
+        expected = sklearn.metrics.silhouette_samples(x.numpy(), y.numpy())
+        assert_close(silhouette_samples(x, y), expected, tol=1e-9)
+        softmax = silhouette_samples(x, y, soft_min="softmax")
+        assert (softmax - torch.as_tensor(expected)).abs().max() > 1e-2  # so the comparison can fail
 
 
 # --------------------------------------------------------------------------------------------------
@@ -536,6 +567,38 @@ def test_soft_minimum_tends_to_hard_minimum(soft_min):
             assert (soft.s - hard.s).abs().max() < (1e-3 if soft_min == "softmax" else 2e-3)
     assert errors == sorted(errors, reverse=True)  # monotone convergence
     assert errors[0] > 1e-2 and errors[-1] < 1e-3
+
+
+def _one_near_class_and_k_far_ones(k: int):
+    """Two anchors of class 0 at the origin, class 1 at distance 1, classes 2..k+1 at distance 1.3 (one
+    point each, on orthogonal axes): for the anchors, delta = [1, 1.3, ..., 1.3] with k entries 1.3."""
+    x = torch.zeros(k + 3, k + 1, dtype=F64)
+    x[2, 0] = 1.0
+    for c in range(k):
+        x[3 + c, 1 + c] = 1.3
+    return x, torch.tensor([0, 0, *range(1, k + 2)])
+
+
+def test_the_softmax_soft_minimum_drifts_to_the_far_classes_as_their_number_grows():
+    """Why the default is the hard minimum (docs/results.md, recipe study): with the relative temperature
+    0.1 the nearest class dominates the softmax only with a lead of about ``tau_i * log C``. One class at
+    distance 1 and K classes at 1.3: with K = 1 the softmax soft minimum is close to 1, with K = 80 it is
+    near 1.3, so ``b_i`` no longer measures the nearest class. The hard minimum is 1 for every K."""
+    softmax_b = {}
+    for k in (1, 80):
+        x, y = _one_near_class_and_k_far_ones(k)
+        softmax = silhouette_terms(x, y, soft_min="softmax", temperature=0.1)
+        hard = silhouette_terms(x, y)  # the default
+        assert softmax.valid[:2].all() and hard.valid[:2].all()
+        assert hard.b[:2].tolist() == [1.0, 1.0]
+        softmax_b[k] = softmax.b[0].item()
+        # The same on the soft minimum itself.
+        values = torch.tensor([[1.0] + [1.3] * k], dtype=F64)
+        mask = torch.ones_like(values, dtype=torch.bool)
+        assert masked_soft_min(values, mask, "softmax", 0.1).item() == pytest.approx(softmax_b[k], abs=1e-9)
+        assert masked_soft_min(values, mask, "hard", 0.1).item() == 1.0
+    assert softmax_b[1] < 1.05
+    assert softmax_b[80] > 1.2
 
 
 def test_softmax_lies_between_minimum_and_mean_and_increases_with_temperature():

@@ -55,7 +55,8 @@ def test_centroid_self_index_equals_the_concatenated_batch():
     x, y = _batch(seed=4)
     others, others_y = _batch(seed=5)
     refs, ref_y = torch.cat([others[:10], x]), torch.cat([others_y[:10], y])
-    got = silhouette_terms(x, y, refs, ref_y, variant="centroid", self_index=torch.arange(10, 33))
+    kw = dict(variant="centroid", soft_min="softmax", self_index=torch.arange(10, 33))
+    got = silhouette_terms(x, y, refs, ref_y, **kw)
     s, _, _, valid = centroid_terms(refs, ref_y, metric="euclidean", kind="softmax", temperature=0.1)
     torch.testing.assert_close(got.s, torch.tensor(s[10:], dtype=F64), rtol=1e-10, atol=1e-10)
     assert got.valid.tolist() == valid[10:]
@@ -65,7 +66,8 @@ def test_centroid_self_index_equals_the_concatenated_batch():
     "case",
     ["duplicates", "identical", "single_class", "singletons", "norm_1e4", "norm_1e-6"],
 )
-def test_centroid_is_finite_on_degenerate_input(case):
+@pytest.mark.parametrize("soft_min", ["hard", "softmax"])
+def test_centroid_is_finite_on_degenerate_input(case, soft_min):
     g = torch.Generator().manual_seed(6)
     x = torch.randn(12, 4, generator=g)
     y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
@@ -84,7 +86,7 @@ def test_centroid_is_finite_on_degenerate_input(case):
         x = x * 1e-6
     for normalize in (True, False):
         x_ = x.clone().requires_grad_(True)
-        loss = SoftSilhouetteLoss(normalize=normalize, variant="centroid")(x_, y)
+        loss = SoftSilhouetteLoss(normalize=normalize, variant="centroid", soft_min=soft_min)(x_, y)
         loss.backward()
         assert torch.isfinite(loss) and 0 <= loss <= 1
         assert torch.isfinite(x_.grad).all()
@@ -118,11 +120,12 @@ def test_memory_shape_of_both_variants(distance):
     assert n * n > n * d + n * c  # the centroid bound really excludes an N x N matrix
 
 
-def test_chunked_centroid_equals_one_chunk_in_value_and_gradient(monkeypatch):
+@pytest.mark.parametrize("soft_min", ["hard", "softmax"])
+def test_chunked_centroid_equals_one_chunk_in_value_and_gradient(monkeypatch, soft_min):
     import silhouette_lightning.losses.soft_silhouette as module
 
     x, y = _batch(seed=7)
-    loss = SoftSilhouetteLoss(variant="centroid", reduction="none")
+    loss = SoftSilhouetteLoss(variant="centroid", reduction="none", soft_min=soft_min)
     whole = x.clone().requires_grad_(True)
     expected = loss(whole, y)
     expected.sum().backward()

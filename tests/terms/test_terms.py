@@ -35,8 +35,8 @@ def test_cross_entropy_term_matches_functional_on_all_views():
 @pytest.mark.parametrize("input_name", ["embeddings", "features"])
 def test_silhouette_term_reads_the_configured_output(input_name):
     outputs, labels = _outputs(), torch.tensor([0, 1, 2, 0, 1, 2])
-    term = SoftSilhouetteTerm(input=input_name, temperature=0.2, distance="cosine")
-    expected = SoftSilhouetteLoss(temperature=0.2, distance="cosine")(
+    term = SoftSilhouetteTerm(input=input_name, soft_min="softmax", temperature=0.2, distance="cosine")
+    expected = SoftSilhouetteLoss(soft_min="softmax", temperature=0.2, distance="cosine")(
         outputs.get(input_name).flatten(0, 1), labels.repeat_interleave(2)
     )
     assert torch.allclose(term(outputs, labels), expected)
