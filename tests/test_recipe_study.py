@@ -104,7 +104,7 @@ def test_planned_commands_parse(omniglot, monkeypatch, capsys):
         ("digits_unseen", "supcon"),
         ("digits_options_unseen", "ce_silhouette_balanced"),
         ("cifar10", "triplet"),
-        ("cifar10_options_unseen", "ce_silhouette_hard_min"),
+        ("cifar10_options_unseen", "ce_silhouette_softmax"),
         ("omniglot_unseen_Latin", "proxy_anchor"),
         ("omniglot_options", "ce_silhouette_memory"),
         ("omniglot_options", "ce_silhouette_head1"),
@@ -119,9 +119,9 @@ def test_planned_commands_parse(omniglot, monkeypatch, capsys):
 def test_only_and_option_sides_pick_runs(omniglot):
     runs = recipe_study.plan(
         ["omniglot"], ["unseen", "options"], seeds=[1], option_seeds=[1], folds=["Greek"],
-        only=["ce", "hard_min"], option_sides=["unseen"],
+        only=["ce", "softmax"], option_sides=["unseen"],
     )  # fmt: skip
     assert [(run.folder.parts[2], run.method, run.seed) for run in runs] == [
         ("omniglot_unseen_Greek", "ce", 1),
-        ("omniglot_options_unseen_Greek", "ce_silhouette_hard_min", 1),
+        ("omniglot_options_unseen_Greek", "ce_silhouette_softmax", 1),
     ]
