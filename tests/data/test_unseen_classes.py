@@ -9,7 +9,7 @@ from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.data import ImageDataModule
 from silhouette_lightning.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 
 
@@ -66,7 +66,7 @@ def test_unseen_test_all_tests_every_image_of_the_unseen_classes():
 
 
 def test_unseen_test_all_joins_an_image_folders_own_splits(tmp_path):
-    from test_data import IMAGENET_STATS, all_batches, labels_from_colour, write_images
+    from tests.data.test_data import IMAGENET_STATS, all_batches, labels_from_colour, write_images
 
     write_images(tmp_path / "train", ["a", "b", "c"], per_class=5)
     write_images(tmp_path / "test", ["a", "b", "c"], per_class=2)
