@@ -60,12 +60,19 @@ def assert_close(actual, expected, tol: float = TOL):
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol)
 
 
-def oracle_terms(x, y, ref_x=None, ref_y=None, exclude=None, *, distance, soft_min, temperature):
-    terms = oracle.silhouette_terms(
+def _oracle_inputs(x, y, ref_x=None, ref_y=None):
+    """Anchors, labels and optional references as the loop oracle's plain lists."""
+    return (
         oracle.to_rows(x),
         oracle.to_labels(y),
         None if ref_x is None else oracle.to_rows(ref_x),
         None if ref_y is None else oracle.to_labels(ref_y),
+    )
+
+
+def oracle_terms(x, y, ref_x=None, ref_y=None, exclude=None, *, distance, soft_min, temperature):
+    terms = oracle.silhouette_terms(
+        *_oracle_inputs(x, y, ref_x, ref_y),
         metric=distance,
         kind=soft_min,
         temperature=temperature,
@@ -77,10 +84,7 @@ def oracle_terms(x, y, ref_x=None, ref_y=None, exclude=None, *, distance, soft_m
 
 def oracle_loss(x, y, ref_x=None, ref_y=None, *, distance, soft_min, temperature, normalize, reduction):
     return oracle.loss(
-        oracle.to_rows(x),
-        oracle.to_labels(y),
-        None if ref_x is None else oracle.to_rows(ref_x),
-        None if ref_y is None else oracle.to_labels(ref_y),
+        *_oracle_inputs(x, y, ref_x, ref_y),
         metric=distance,
         kind=soft_min,
         temperature=temperature,
