@@ -23,9 +23,10 @@ Parts (every run: ``model.eval_output [embeddings, features]``, so both represen
            every alphabet has >= 22 characters, so 5-way and 20-way 1-shot).
            runs/recipe/<data>_unseen[_<alphabet>]/.
   options  the softmax recipe (CE + Silhouette as shipped before this study: relative softmax soft minimum,
-           SOFTMAX) and one change each from it (``options``), seen and unseen classes (Omniglot: the
-           first of ``--folds``); ``--option-seeds`` (default 0); the shipped recipe (hard minimum) is
-           the methods part's ce_silhouette. runs/recipe/<data>_options[_unseen...]/ce_silhouette_<option>/.
+           SOFTMAX) and one change each from it, and ``hard_<change>``: one change each from the shipped
+           recipe (hard minimum, the methods part's ce_silhouette) (``options``); seen and unseen
+           classes (Omniglot: the first of ``--folds``); ``--option-seeds`` (default 0).
+           runs/recipe/<data>_options[_unseen...]/ce_silhouette_<option>/.
 
 Within a part the runs go seed by seed (every run of seed 0 first). Every run is resumable and skipped once
 tested (benchmarks/study_plan.py); ``--dry-run`` prints the commands (``# finished:`` before done ones).
@@ -84,26 +85,33 @@ class Dataset:
 SOFTMAX = {"soft_min": "softmax", "temperature": 0.1, "temperature_scale": "relative"}
 
 
-def options(data: Dataset) -> dict[str, Option]:
-    """The silhouette options that matter, each one change from the softmax recipe (SOFTMAX: relative
-    softmax soft minimum, temperature 0.1, weight 1.0, input embeddings, 2 head layers, random batches, no
-    memory), itself the option ``softmax``; the hard minimum, the other side of that choice, is the shipped
-    recipe (the methods part's ``ce_silhouette``)."""
+def _changes(data: Dataset) -> dict[str, Option]:
+    """The changes that apply to either soft minimum: input, head depth, sampler, memory, weight."""
     return {
-        "softmax": Option(SOFTMAX),
-        "input_features": Option({**SOFTMAX, "input": "features"}),
-        "head1": Option(SOFTMAX, args=("--model.head_layers", "1")),
+        "input_features": Option({"input": "features"}),
+        "head1": Option(args=("--model.head_layers", "1")),
         "balanced": Option(
-            SOFTMAX,
             args=("--data.sampler", "balanced", "--data.samples_per_class", str(data.samples_per_class)),
         ),
-        "memory": Option({**SOFTMAX, "memory_size": data.memory_size}),
-        "w0.3": Option({**SOFTMAX, "weight": 0.3}),
-        "w3.0": Option({**SOFTMAX, "weight": 3.0}),
-        "T0.05": Option({**SOFTMAX, "temperature": 0.05}),
-        "T0.2": Option({**SOFTMAX, "temperature": 0.2}),
-        "T0.5": Option({**SOFTMAX, "temperature": 0.5}),
+        "memory": Option({"memory_size": data.memory_size}),
+        "w0.3": Option({"weight": 0.3}),
+        "w3.0": Option({"weight": 3.0}),
     }
+
+
+def options(data: Dataset) -> dict[str, Option]:
+    """The silhouette options that matter, each one change from a recipe.
+
+    From the softmax recipe (SOFTMAX: relative softmax soft minimum, temperature 0.1, weight 1.0, input
+    embeddings, 2 head layers, random batches, no memory), itself the option ``softmax``: every change and
+    the temperatures. From the shipped recipe (hard minimum, the methods part's ``ce_silhouette``), as
+    ``hard_<change>``: every change but the temperatures, which the hard minimum does not have.
+    """
+    changes = _changes(data)
+    softmax = {label: Option({**SOFTMAX, **c.silhouette}, c.args) for label, c in changes.items()}
+    temperatures = {f"T{t}": Option({**SOFTMAX, "temperature": t}) for t in (0.05, 0.2, 0.5)}
+    hard = {f"hard_{label}": change for label, change in changes.items()}
+    return {"softmax": Option(SOFTMAX), **softmax, **temperatures, **hard}
 
 
 def omniglot_classes(root: Path | None = None, archive: Path | None = None) -> list[str]:
@@ -336,7 +344,10 @@ def report(datasets: Sequence[str]) -> None:
             reference = RUNS / folder.name.replace("_options", "") / RECOMMENDED
             unseen = "_unseen" in folder.name
             columns, headers = (unseen_columns, unseen_headers) if unseen else (seen_columns, seen_headers)
-            title = f"{folder.name}: options of the softmax recipe, and {RECOMMENDED} (hard minimum)"
+            title = (
+                f"{folder.name}: one change each from the softmax recipe, or (hard_*) from the shipped "
+                f"{RECOMMENDED} (hard minimum; its own row)"
+            )
             _table([folder, reference], out / folder.name, columns, headers, title)
         times = epoch_times(list((RUNS / name).glob("*/seed_*/metrics.csv")))
         if any(times.values()):

@@ -94,6 +94,19 @@ def test_options_change_one_thing_from_the_recommended_recipe(omniglot):
             assert "--model.losses" not in run.args and set(option.args) <= set(run.args)
 
 
+def test_options_come_from_the_softmax_or_the_shipped_hard_recipe():
+    options = recipe_study.options(recipe_study.DATASETS["omniglot"])
+    hard = {label: option for label, option in options.items() if label.startswith("hard_")}
+    softmax = {label: option for label, option in options.items() if label not in hard}
+    # The same changes on both recipes; the temperatures only where there is a temperature.
+    temperatures = {"T0.05", "T0.2", "T0.5"}
+    assert {label.removeprefix("hard_") for label in hard} == set(softmax) - {"softmax", *temperatures}
+    assert all(option.silhouette["soft_min"] == "softmax" for option in softmax.values())
+    assert all("soft_min" not in option.silhouette for option in hard.values())
+    assert hard["hard_memory"].silhouette == {"memory_size": 512}
+    assert hard["hard_balanced"].args == softmax["balanced"].args
+
+
 def test_planned_commands_parse(omniglot, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the commands name configs relative to the repository
     parts = ["methods", "unseen", "options"]
@@ -108,6 +121,7 @@ def test_planned_commands_parse(omniglot, monkeypatch, capsys):
         ("omniglot_unseen_Latin", "proxy_anchor"),
         ("omniglot_options", "ce_silhouette_memory"),
         ("omniglot_options", "ce_silhouette_head1"),
+        ("omniglot_options", "ce_silhouette_hard_memory"),
     ]:
         with pytest.raises(SystemExit) as info:
             main([*picked[key].args, "--print_config"])
