@@ -348,6 +348,11 @@ def main(argv: list[str] | None = None, repo: Path | None = None, scripts: Path 
                 f"OMP_NUM_THREADS={args.threads or os.environ.get('OMP_NUM_THREADS', 'unset')}, "
                 f"{os.cpu_count()} CPUs, load average at the start {load}"
             )
+            if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+                print(
+                    "The machine is busy: every ratio moves with its load (see the † rows); "
+                    "more --rounds and --threads 1 steady them."
+                )
             measurements = measure(
                 versions, args.benchmarks, arguments, scripts, args.rounds, args.threads, Path(work)
             )

@@ -14,9 +14,9 @@ growth of the resident set size's high-water mark (``VmHWM``, reset first) over 
 ``SupConLoss`` on the same N embeddings (and, for the two-view target, on the 2N of the two views).
 
 ``--json PATH`` also writes the table as a list with one object per timed case: ``case`` (``"cpu N=256
-Soft Silhouette (pairwise)"``), ``device``, ``n``, ``loss``, ``samples``, ``seconds`` (the median forward
-+ backward), ``peak_memory_mb`` (null with ``--no-memory``) and ``ours`` (false for the cases that do not
-use silhouette_lightning). ``benchmarks/compare_commits.py`` reads it.
+Soft Silhouette (pairwise)"``), ``device``, ``n``, ``loss``, ``samples``, ``seconds`` (the median of
+forward and backward), ``peak_memory_mb`` (null with ``--no-memory``) and ``ours`` (false for the cases
+that do not use silhouette_lightning). ``benchmarks/compare_commits.py`` reads it.
 """
 
 from __future__ import annotations

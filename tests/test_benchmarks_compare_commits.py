@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,13 @@ _spec = importlib.util.spec_from_file_location("benchmark_compare_commits", SCRI
 cc = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = cc
 _spec.loader.exec_module(cc)
+
+
+@pytest.fixture(autouse=True)
+def temporary_folder(tmp_path, monkeypatch):
+    """compare_commits' temporary folders under pytest's, should one outlive a failing test."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
 
 
 def measurements(base: dict, head: dict, controls=()) -> "cc.Measurements":
