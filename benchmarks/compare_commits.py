@@ -22,9 +22,10 @@ cross-entropy): both versions run the same code there, so their ratios show how 
 load alone moves a ratio. Nothing is asserted: it prints. A benchmark that fails at one version (say a
 public name it imports does not exist there) is reported and skipped; the exit status is then 1.
 
-Sizes: by default a quick configuration (``QUICK`` below: about 5-10 minutes for the three benchmarks
-and 3 rounds on 2 busy CPU cores, 2-3 minutes on idle ones); ``--full`` runs each benchmark at its own
-default sizes (without its memory subprocesses: only times are compared; tens of minutes). The
+Sizes: by default a quick configuration (``QUICK`` below; each run of a benchmark took 15-30 s on this
+project's 2 CPU cores while other jobs shared them, so 3 rounds of the three at two versions take about
+7-8 minutes there); ``--full`` runs each benchmark at its own default sizes (without its memory
+subprocesses: only times are compared; roughly an hour on 2 cores, estimated). The
 ``--<benchmark>-args`` strings are appended to either, so a repeated option overrides it. Run it on an
 otherwise idle machine: ``--threads 1`` (``OMP_NUM_THREADS=1`` for the runs) steadies the times when
 other jobs share the cores.
@@ -49,12 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCHMARKS = ("losses", "metrics", "train_step")
-QUICK = {
-    "losses": ["--sizes", "256", "1024", "--budget", "0.5", "--no-memory"],
-    "metrics": ["--sizes", "2000", "5000", "--budget", "0", "--no-memory"],
-    "train_step": ["--backbone", "smallcnn16", "--batch-size", "128", "--rounds", "3", "--steps", "2"],
+QUICK = {  # arguments of each benchmark script
+    "losses": "--sizes 256 1024 --budget 0.5 --no-memory",
+    "metrics": "--sizes 2000 5000 --budget 0 --no-memory",
+    "train_step": "--backbone smallcnn16 --batch-size 128 --image-size 16 --rounds 3 --steps 2",
 }
-FULL = {"losses": ["--no-memory"], "metrics": ["--no-memory"], "train_step": []}
+FULL = {"losses": "--no-memory", "metrics": "--no-memory", "train_step": ""}
 CONTROL_MARK = " †"
 
 
@@ -322,7 +323,8 @@ def main(argv: list[str] | None = None, repo: Path | None = None, scripts: Path 
     scripts = scripts or Path(__file__).resolve().parent
     repo = repo or Path(git(scripts, "rev-parse", "--show-toplevel"))
     arguments = {
-        b: [*(FULL if args.full else QUICK)[b], *shlex.split(getattr(args, f"{b}_args"))] for b in BENCHMARKS
+        b: shlex.split((FULL if args.full else QUICK)[b]) + shlex.split(getattr(args, f"{b}_args"))
+        for b in BENCHMARKS
     }
     revisions = [args.base] + ([args.head] if args.head else [])
     labels = [describe(repo, revision) for revision in revisions]
