@@ -4,6 +4,7 @@
     python benchmarks/losses.py --device cuda --sizes 4096 16384
     python benchmarks/losses.py --scale                 # also: a centroid step at N=65,536, C=1,000
     python benchmarks/losses.py --autocast              # also: bf16 (and fp16 on CUDA) autocast vs float32
+    python benchmarks/losses.py --sizes 256 1024 --no-memory --budget 0.5 --json losses.json   # quick
 
 Every case gets embeddings ``[N, D]`` (``[N, 2, D]`` for the two-view rows, i.e. 2N samples) with
 ``requires_grad`` and labels from ``C`` classes, and times ``loss(x, y).backward()``: the median of
@@ -11,6 +12,11 @@ several runs after a warm-up. Peak memory is measured in a fresh subprocess per 
 growth of the resident set size's high-water mark (``VmHWM``, reset first) over the inputs, on CUDA
 ``torch.cuda.max_memory_allocated`` over the inputs. Ratios are against pytorch-metric-learning's
 ``SupConLoss`` on the same N embeddings (and, for the two-view target, on the 2N of the two views).
+
+``--json PATH`` also writes the table as a list with one object per timed case: ``case`` (``"cpu N=256
+Soft Silhouette (pairwise)"``), ``device``, ``n``, ``loss``, ``samples``, ``seconds`` (the median of
+forward and backward), ``peak_memory_mb`` (null with ``--no-memory``) and ``ours`` (false for the cases
+that do not use silhouette_lightning). ``benchmarks/compare_commits.py`` reads it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +49,7 @@ class Case:
     views: int  # 2: the input is [N, 2, D] (2N samples)
     build: Callable[[int, int], LossFn]  # (num_classes, dim) -> loss(x, y)
     pairs_per_sample: int = 1  # how the largest intermediate scales: (views * N)^2 * this
+    ours: bool = False  # uses silhouette_lightning (the others are references)
 
     def samples(self, n: int) -> int:
         return self.views * n
@@ -68,15 +76,16 @@ def _triplet_batch_hard(num_classes: int, dim: int) -> LossFn:
 
 
 CASES = [
-    Case("Soft Silhouette (pairwise)", 1, lambda c, d: SoftSilhouetteLoss()),
+    Case("Soft Silhouette (pairwise)", 1, lambda c, d: SoftSilhouetteLoss(), ours=True),
     Case(
         "Soft Silhouette (centroid)",
         1,
         lambda c, d: SoftSilhouetteLoss(variant="centroid"),
         pairs_per_sample=0,
+        ours=True,
     ),
-    Case("SupCon (ours, 1 view)", 1, lambda c, d: SupConLoss(temperature=0.1)),
-    Case("SupCon (ours, 2 views)", 2, lambda c, d: SupConLoss(temperature=0.1)),
+    Case("SupCon (ours, 1 view)", 1, lambda c, d: SupConLoss(temperature=0.1), ours=True),
+    Case("SupCon (ours, 2 views)", 2, lambda c, d: SupConLoss(temperature=0.1), ours=True),
     Case("PML SupConLoss", 1, lambda c, d: pml_losses.SupConLoss(temperature=0.1)),
     Case("PML SupConLoss (2 views)", 2, lambda c, d: _flattened(pml_losses.SupConLoss(temperature=0.1))),
     Case("PML TripletMarginLoss (batch-hard)", 1, _triplet_batch_hard),
@@ -152,7 +161,10 @@ def _feasible(case: Case, n: int, max_pairs: int) -> bool:
     return case.pairs_per_sample == 0 or case.samples(n) ** 2 * case.pairs_per_sample <= max_pairs
 
 
-def run_table(args: argparse.Namespace, device: str) -> dict[tuple[str, int], float]:
+def run_table(
+    args: argparse.Namespace, device: str, records: list[dict] | None = None
+) -> dict[tuple[str, int], float]:
+    """Prints the table; returns {(loss, N): seconds}; appends the ``--json`` objects to ``records``."""
     print(f"\n### {device.upper()}: {_device_name(device)}\n")
     print(f"D = {args.dim}, C = {args.classes}; time = median forward+backward; memory = peak extra (MB)\n")
     print("| N | loss | samples | time (ms) | × PML SupCon | peak memory (MB) |")
@@ -173,6 +185,13 @@ def run_table(args: argparse.Namespace, device: str) -> dict[tuple[str, int], fl
             if seconds is None:
                 print(f"| {n} | {case.name} | {case.samples(n)} | skipped (> --max-pairs) | | |")
                 continue
+            if records is not None:
+                records.append(
+                    dict(
+                        case=f"{device} N={n} {case.name}", device=device, n=n, loss=case.name,
+                        samples=case.samples(n), seconds=seconds, peak_memory_mb=memory, ours=case.ours,
+                    )
+                )  # fmt: skip
             ratio = f"{seconds / reference:.3f}" if reference else "–"
             mem = f"{memory:.0f}" if memory is not None else "–"
             print(f"| {n} | {case.name} | {case.samples(n)} | {seconds * 1e3:.1f} | {ratio} | {mem} |")
@@ -248,7 +267,7 @@ def _device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -275,8 +294,9 @@ def main() -> None:
     parser.add_argument(
         "--autocast", action="store_true", help="also compare bf16/fp16 autocast with float32"
     )
+    parser.add_argument("--json", help="also write the measured times here (see above)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.memory_child:
         index, n, dim, num_classes, device = json.loads(args.memory_child)
@@ -285,13 +305,17 @@ def main() -> None:
 
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    print(f"torch {torch.__version__}; command: python benchmarks/losses.py {' '.join(sys.argv[1:])}")
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"torch {torch.__version__}; command: python benchmarks/losses.py {command}")
+    records: list[dict] = []
     for device in devices:
-        print_targets(run_table(args, device))
+        print_targets(run_table(args, device, records))
         if args.scale:
             run_scale(device)
         if args.autocast:
             run_autocast_check(device)
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ memory), SupCon (2 views), hybrid.
 
     python benchmarks/train_step.py                                  # CPU, SmallCNN(32), batch 256, 32x32
     python benchmarks/train_step.py --device cuda --backbone resnet18 --precision bf16 --batch-size 512
+    python benchmarks/train_step.py --rounds 3 --steps 2 --json train_step.json      # quick
 
 One step = forward of all views, the loss terms, backward and an AdamW step, exactly as
 ``EmbeddingModule.training_step`` runs it (no Trainer, no data loading). The methods are timed in
@@ -11,17 +12,24 @@ them alike; the table gives the median step time and its ratio to CE's, measured
 SupCon and the hybrid see two views per image, i.e. twice the backbone work of CE: the ratio includes
 that, as it does in training. The memory row's queue (``--memory-size`` entries, default 4,096) is filled
 before timing, so every timed step compares the batch with a full memory.
+
+``--json PATH`` also writes the table as a list with one object per objective: ``case`` and
+``objective`` (its name), ``seconds`` (the median step), ``ratio_to_ce`` and ``ours`` (true: every step
+runs silhouette_lightning's module). ``benchmarks/compare_commits.py`` reads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
+from silhouette_lightning.losses import CrossBatchMemory
 from silhouette_lightning.models import SmallCNN, TorchvisionBackbone
 from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm, SupConTerm
@@ -56,20 +64,21 @@ def _module(method: str, args: argparse.Namespace) -> tuple[EmbeddingModule, tor
     if method == MEMORY_METHOD:  # a full queue of unit vectors, as after memory_size / batch steps
         queue = torch.nn.functional.normalize(torch.randn(args.memory_size, 128), dim=1)
         labels = torch.randint(0, args.classes, (args.memory_size,))
-        module.losses[1].loss.memory.enqueue(queue.to(args.device), labels.to(args.device))
+        memory = next(m for m in module.modules() if isinstance(m, CrossBatchMemory))
+        memory.enqueue(queue.to(args.device), labels.to(args.device))
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
     return module, optimizer, views
 
 
 def _step(module, optimizer, images, labels, autocast) -> None:
     with autocast:
-        loss = module._shared_step((images, labels), 1, "train", module.train_acc)
+        loss = module.training_step((images, labels), 1)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -84,7 +93,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4, help="steps per method per round")
     parser.add_argument("--precision", choices=("32", "bf16", "fp16"), default="32")
-    args = parser.parse_args()
+    parser.add_argument("--json", help="also write the measured times here (see above)")
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
@@ -124,9 +134,15 @@ def main() -> None:
     )
     ce = statistics.median(times["ce"])
     print("| objective | median step (ms) | × CE |\n|---|---|---|")
+    records = []
     for method, values in times.items():
         median = statistics.median(values)
         print(f"| {method} | {median * 1e3:.1f} | {median / ce:.2f} |")
+        records.append(
+            dict(case=method, objective=method, seconds=median, ratio_to_ce=median / ce, ours=True)
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=2))
 
 
 if __name__ == "__main__":
