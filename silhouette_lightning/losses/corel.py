@@ -70,11 +70,7 @@ _NORM_EPS = 1e-12
 
 
 def check_corel_options(
-    kind: str = "cosine",
-    gamma: float = 0.5,
-    lam: float = 0.5,
-    learn_gamma: bool = False,
-    reduction: str = "mean",
+    *, kind: str, gamma: float | Tensor, lam: float, learn_gamma: bool = False, reduction: str = "mean"
 ) -> None:
     """The argument checks shared by :func:`corel_loss`, :class:`CorelLoss` and the COREL term."""
     check_choice("kind", kind, COREL_KINDS)
