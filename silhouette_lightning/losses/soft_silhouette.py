@@ -29,7 +29,6 @@ soft minimum, the centroid variant and ``(1 - s_i) / 2``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
@@ -94,11 +93,17 @@ def silhouette_terms(
     ref_embeddings, ref_labels, self_index = resolve_references(
         embeddings, labels, ref_embeddings, ref_labels, self_index
     )
-    minimum = partial(
-        masked_soft_min, soft_min=soft_min, temperature=temperature, temperature_scale=temperature_scale
-    )
     return _silhouette_terms(
-        embeddings, labels, ref_embeddings, ref_labels, self_index, distance, variant, minimum
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        self_index,
+        distance=distance,
+        soft_min=soft_min,
+        temperature=temperature,
+        variant=variant,
+        temperature_scale=temperature_scale,
     )
 
 
@@ -119,11 +124,14 @@ def _silhouette_terms(
     ref_embeddings: Tensor,
     ref_labels: Tensor,
     self_index: Tensor | None,
+    *,
     distance: Distance,
+    soft_min: SoftMin,
+    temperature: float,
     variant: Variant,
-    minimum: Callable[[Tensor, Tensor], Tensor],
+    temperature_scale: TemperatureScale,
 ) -> SilhouetteTerms:
-    """:func:`silhouette_terms` on checked inputs, ``minimum(delta, competing)`` giving ``b``."""
+    """:func:`silhouette_terms` on checked inputs and options."""
     # Distances and ratios in float32 (or float64) even under fp16/bf16 autocast: the expanded squared
     # distance overflows and cancels in half precision.
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
@@ -144,6 +152,10 @@ def _silhouette_terms(
         class_counts = torch.bincount(ref_class, minlength=num_classes)  # [C]
         # Members of the anchor's own class among the references, the anchor itself not counted.
         own_members = class_counts[anchor_class] - (0 if self_index is None else 1)  # [N]
+        # b_i: the chosen (soft) minimum over the competing classes.
+        minimum = partial(
+            masked_soft_min, soft_min=soft_min, temperature=temperature, temperature_scale=temperature_scale
+        )
         terms = partial(
             silhouette_from_class_distances, class_counts=class_counts, minimum=minimum, eps=_RATIO_EPS
         )
@@ -294,13 +306,16 @@ class SoftSilhouetteLoss(BatchLoss):
     ) -> tuple[Tensor, Tensor]:
         """``(1 - s_i) / 2`` and the validity mask; see :class:`~silhouette_lightning.losses.base.BatchLoss`
         for the references, the checks and the reduction."""
-        minimum = partial(
-            masked_soft_min,
+        terms = _silhouette_terms(
+            embeddings,
+            labels,
+            refs,
+            ref_labels,
+            self_index,
+            distance=self.distance,
             soft_min=self.soft_min,
             temperature=self.temperature,
+            variant=self.variant,
             temperature_scale=self.temperature_scale,
-        )
-        terms = _silhouette_terms(
-            embeddings, labels, refs, ref_labels, self_index, self.distance, self.variant, minimum
         )
         return torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s)), terms.valid
