@@ -136,6 +136,19 @@ def corel_loss(
     An empty batch gives a 0 that is still connected to the graph.
     """
     check_corel_options(kind=kind, gamma=gamma, lam=lam, reduction=reduction)
+    return _corel_loss(embeddings, labels, class_vectors, kind, gamma, lam, reduction)
+
+
+def _corel_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    class_vectors: Tensor,
+    kind: CorelKind,
+    gamma: float | Tensor,
+    lam: float,
+    reduction: Reduction,
+) -> Tensor:
+    """:func:`corel_loss` with checked options (the inputs are checked here: they change every call)."""
     check_embeddings_and_labels(embeddings, labels)
     if not isinstance(class_vectors, Tensor) or class_vectors.ndim != 2:
         raise ValueError(
@@ -233,7 +246,8 @@ class CorelLoss(nn.Module):
         return corel_similarities(embeddings, self.class_vectors, self.kind, self.gamma)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return corel_loss(
+        # The options were checked in __init__.
+        return _corel_loss(
             embeddings,
             labels,
             self.class_vectors,
