@@ -75,19 +75,6 @@ def _check_options(
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}.")
 
 
-def check_silhouette_inputs(values: Tensor, labels: Tensor, distance: str) -> None:
-    """Raise a clear ``ValueError`` for inputs the silhouette cannot be computed on.
-
-    ``values`` are finite embeddings ``[N, D]``, or for ``distance="precomputed"`` a distance matrix
-    ``[N, N]`` (non-negative, finite, zero diagonal, as scikit-learn requires); ``labels`` are integers
-    ``[N]``.
-    """
-    if distance == "precomputed":
-        check_distance_matrix(values, labels, "silhouette_score")
-    else:
-        check_finite_embeddings(values, labels, "silhouette_score")
-
-
 def _undefined_reason(num_samples: int, num_classes: int) -> str | None:
     """Why the silhouette is undefined for these counts (scikit-learn raises), or None."""
     if 2 <= num_classes <= num_samples - 1:
@@ -134,7 +121,10 @@ def silhouette_samples_exact(
         ValueError: wrong shapes or dtypes, NaN/inf values, or an invalid precomputed matrix.
     """
     _check_options(distance, chunk_size, dtype, SILHOUETTE_DISTANCES)
-    check_silhouette_inputs(embeddings, labels, distance)
+    if distance == "precomputed":
+        check_distance_matrix(embeddings, labels, "silhouette_score")
+    else:
+        check_finite_embeddings(embeddings, labels, "silhouette_score")
     if embeddings.device.type == "mps" and dtype == torch.float64:
         embeddings = embeddings.cpu()
     labels = labels.to(embeddings.device)
