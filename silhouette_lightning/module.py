@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from silhouette_lightning.checkpoint_classes import adapt_to_checkpoint_classes
 from silhouette_lightning.errors import ConfigError, NonFiniteLossError
-from silhouette_lightning.losses.checks import check_choice
+from silhouette_lightning.geometry.checks import check_choice
 from silhouette_lightning.losses.cross_batch_memory import CrossBatchMemory
 from silhouette_lightning.metrics import EmbeddingEvaluation
 from silhouette_lightning.metrics.fewshot import FewShotSettings, check_fewshot_feasible

@@ -45,7 +45,7 @@ smaller ``lam`` the log-sum-exp, and so the loss, can be negative.
 
 Numerics: everything runs in float32 (or float64) with autocast disabled, and the log-sum-exp is the
 stable one. A zero embedding (or class vector) has no direction: its cosine to everything is 0, with a
-zero gradient, as :func:`~silhouette_lightning.losses.distances.safe_sqrt` does for distances (not NaN,
+zero gradient, as :func:`~silhouette_lightning.geometry.distances.safe_sqrt` does for distances (not NaN,
 and not ``F.normalize``'s gradient of size 1/eps = 1e12).
 """
 
@@ -58,28 +58,23 @@ import torch
 from torch import Tensor, nn
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.losses.checks import check_choice, check_embeddings_and_labels
-from silhouette_lightning.losses.distances import as_compute_dtype, pairwise_distances
+from silhouette_lightning.geometry.checks import check_choice, check_embeddings_and_labels, check_label_range
+from silhouette_lightning.geometry.distances import as_compute_dtype, pairwise_distances
+from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
 
 CorelKind = Literal["cosine", "gaussian"]
 COREL_KINDS: tuple[str, ...] = ("cosine", "gaussian")
-CorelReduction = Literal["mean", "sum", "none"]
-COREL_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
 
 # Rows with a norm at or below this have no direction (F.normalize's epsilon).
 _NORM_EPS = 1e-12
 
 
 def check_corel_options(
-    kind: str = "cosine",
-    gamma: float = 0.5,
-    lam: float = 0.5,
-    learn_gamma: bool = False,
-    reduction: str = "mean",
+    *, kind: str, gamma: float | Tensor, lam: float, learn_gamma: bool = False, reduction: str = "mean"
 ) -> None:
     """The argument checks shared by :func:`corel_loss`, :class:`CorelLoss` and the COREL term."""
     check_choice("kind", kind, COREL_KINDS)
-    check_choice("reduction", reduction, COREL_REDUCTIONS)
+    check_choice("reduction", reduction, REDUCTIONS)
     if not isinstance(gamma, Tensor) and not (isinstance(gamma, int | float) and 0 < gamma < math.inf):
         raise ConfigError(f"gamma must be a finite number > 0, got {gamma!r}.")
     if not (isinstance(lam, int | float) and 0.0 <= lam <= 1.0):
@@ -126,7 +121,7 @@ def corel_loss(
     kind: CorelKind = "cosine",
     gamma: float | Tensor = 0.5,
     lam: float = 0.5,
-    reduction: CorelReduction = "mean",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """COREL loss of ``embeddings`` ``[N, D]`` with ``labels`` ``[N]`` in ``[0, C)`` against
     ``class_vectors`` ``[C, D]`` (see the module docstring for the formulas).
@@ -141,6 +136,19 @@ def corel_loss(
     An empty batch gives a 0 that is still connected to the graph.
     """
     check_corel_options(kind=kind, gamma=gamma, lam=lam, reduction=reduction)
+    return _corel_loss(embeddings, labels, class_vectors, kind, gamma, lam, reduction)
+
+
+def _corel_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    class_vectors: Tensor,
+    kind: CorelKind,
+    gamma: float | Tensor,
+    lam: float,
+    reduction: Reduction,
+) -> Tensor:
+    """:func:`corel_loss` with checked options (the inputs are checked here: they change every call)."""
     check_embeddings_and_labels(embeddings, labels)
     if not isinstance(class_vectors, Tensor) or class_vectors.ndim != 2:
         raise ValueError(
@@ -154,13 +162,12 @@ def corel_loss(
         )
     if isinstance(gamma, Tensor) and gamma.numel() != 1:
         raise ValueError(f"gamma must be a number or a one-element tensor, got shape {tuple(gamma.shape)}.")
-    if labels.numel() > 0:
-        low, high = (int(v) for v in torch.aminmax(labels))
-        if low < 0 or high >= num_classes:
-            raise ConfigError(
-                f"COREL labels must lie in [0, {num_classes}) (one class vector per class), but they lie "
-                f"in [{low}, {high}]. Check num_classes and that the labels are class indices."
-            )
+    check_label_range(
+        labels,
+        num_classes,
+        what="COREL labels",
+        hint="There is one class vector per class: check num_classes and that the labels are class indices.",
+    )
 
     if isinstance(gamma, Tensor):
         gamma = gamma.reshape(())
@@ -177,12 +184,8 @@ def corel_loss(
     # Attraction: 1 - cos (a constant shift of the reference's -cos, so the loss is >= 0) or gamma d^2.
     attraction = 1.0 - own if kind == "cosine" else -own
     per_sample = 2.0 * (lam * attraction + (1.0 - lam) * repulsion)
-    if reduction == "none":
-        return per_sample
-    total = per_sample.sum()  # a graph-connected 0 for an empty batch
-    if reduction == "mean":
-        total = total / max(per_sample.shape[0], 1)
-    return total
+    # Every sample counts (a graph-connected 0 for an empty batch).
+    return reduce_anchors(per_sample, torch.ones_like(labels, dtype=torch.bool), reduction, distributed=False)
 
 
 class CorelLoss(nn.Module):
@@ -209,7 +212,7 @@ class CorelLoss(nn.Module):
         gamma: float = 0.5,
         lam: float = 0.5,
         learn_gamma: bool = False,
-        reduction: CorelReduction = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
         check_corel_options(kind=kind, gamma=gamma, lam=lam, learn_gamma=learn_gamma, reduction=reduction)
@@ -243,7 +246,8 @@ class CorelLoss(nn.Module):
         return corel_similarities(embeddings, self.class_vectors, self.kind, self.gamma)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return corel_loss(
+        # The options were checked in __init__.
+        return _corel_loss(
             embeddings,
             labels,
             self.class_vectors,

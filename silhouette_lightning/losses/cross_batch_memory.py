@@ -108,8 +108,12 @@ class CrossBatchMemory(nn.Module):
         self, batch: Tensor, batch_labels: Tensor, self_index: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(references [M + n, D], labels [M + n], self_index)``: the batch's references followed by the
-        memory's contents. ``batch`` ``[M, D]`` keeps its gradient; the anchors' positions in it,
-        ``self_index``, stay valid because the memory comes after it."""
+        memory's contents. ``batch`` ``[M, D]`` (the anchors, or the gathered global batch under DDP) keeps
+        its gradient; the anchors' positions in it, ``self_index``, stay valid because the memory comes
+        after it. An empty memory returns the batch's references as they are, so the first step is
+        exactly the loss without memory."""
+        if len(self) == 0:
+            return batch, batch_labels, self_index
         stored, stored_labels = self.contents()
         dtype = torch.promote_types(batch.dtype, torch.float32)
         refs = torch.cat([batch.to(dtype), stored.to(device=batch.device, dtype=dtype)])
@@ -127,31 +131,3 @@ class CrossBatchMemory(nn.Module):
         if stored is not None and stored.shape != self.embeddings.shape:
             self.embeddings = torch.zeros_like(stored, device=self.embeddings.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def memory_references(
-    memory: CrossBatchMemory,
-    embeddings: Tensor,
-    labels: Tensor,
-    ref_embeddings: Tensor | None,
-    ref_labels: Tensor | None,
-    self_index: Tensor | None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """A batch loss's ``(references, labels, self_index)`` extended by ``memory``.
-
-    The batch references are the gathered global batch (``self_index`` = the anchors' rows in it) under
-    DDP, else the anchors themselves. References given by the caller cannot be combined with a memory:
-    which of them would be enqueued is not defined. An empty memory leaves the references as they are,
-    so the first step is exactly the loss without memory.
-    """
-    if ref_embeddings is not None and self_index is None:
-        raise ValueError(
-            "A loss with a cross-batch memory (memory_size > 0) compares the batch with itself and the "
-            "memory; it takes no ref_embeddings in training. Set memory_size: 0 or drop the references."
-        )
-    if len(memory) == 0:
-        return ref_embeddings, ref_labels, self_index
-    if ref_embeddings is None:
-        ref_embeddings, ref_labels = embeddings, labels
-        self_index = torch.arange(embeddings.shape[0], device=embeddings.device)
-    return memory.references(ref_embeddings, ref_labels, self_index)

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from silhouette_lightning.geometry.silhouette import masked_min
+
 SoftMin = Literal["softmax", "logsumexp", "hard"]
 SOFT_MINS: tuple[str, ...] = ("softmax", "logsumexp", "hard")
 TemperatureScale = Literal["absolute", "relative"]
@@ -25,7 +27,8 @@ def masked_soft_min(
 ) -> Tensor:
     """Soft minimum of ``values`` ``[N, C]`` along the last axis over the entries where ``mask`` is True.
 
-    * ``"hard"`` (or ``temperature == 0``): the plain minimum, the classical silhouette's ``b_i``; the
+    * ``"hard"`` (or ``temperature == 0``): the plain minimum, the classical silhouette's ``b_i``
+      (:func:`~silhouette_lightning.geometry.silhouette.masked_min`, which the exact metric uses); the
       losses' default. It is scale-invariant and not biased by the number of classes.
     * ``"softmax"``: ``sum_c w_c v_c`` with ``w = softmax(-v / temperature)``; between the minimum and
       the mean, tending to the minimum as ``temperature -> 0``. With many values per row it drifts
@@ -52,20 +55,17 @@ def masked_soft_min(
     Masked entries are excluded with the dtype's most negative finite value rather than ``-inf``, so that
     a fully masked row stays finite.
     """
-    any_valid = mask.any(dim=-1)
     if soft_min == "hard" or temperature == 0:
-        big = torch.finfo(values.dtype).max
-        result = values.masked_fill(~mask, big).amin(dim=-1)
+        return masked_min(values, mask)
+    scale: Tensor | float = temperature
+    if temperature_scale == "relative":
+        row_mean = values.masked_fill(~mask, 0.0).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)
+        scale = temperature * row_mean.clamp_min(_SCALE_FLOOR).unsqueeze(-1)  # [N, 1]
+    logits = (-values / scale).masked_fill(~mask, torch.finfo(values.dtype).min)
+    if soft_min == "softmax":
+        result = (torch.softmax(logits, dim=-1) * values.masked_fill(~mask, 0.0)).sum(dim=-1)
     else:
-        scale: Tensor | float = temperature
-        if temperature_scale == "relative":
-            row_mean = values.masked_fill(~mask, 0.0).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)
-            scale = temperature * row_mean.clamp_min(_SCALE_FLOOR).unsqueeze(-1)  # [N, 1]
-        logits = (-values / scale).masked_fill(~mask, torch.finfo(values.dtype).min)
-        if soft_min == "softmax":
-            result = (torch.softmax(logits, dim=-1) * values.masked_fill(~mask, 0.0)).sum(dim=-1)
-        else:
-            # A fully masked row gives ~finfo.max here; it is replaced below.
-            factor = scale.squeeze(-1) if isinstance(scale, Tensor) else scale
-            result = (-factor * torch.logsumexp(logits, dim=-1)).clamp_min(0.0)
-    return torch.where(any_valid, result, torch.zeros_like(result))
+        # A fully masked row gives ~finfo.max here; it is replaced below.
+        factor = scale.squeeze(-1) if isinstance(scale, Tensor) else scale
+        result = (-factor * torch.logsumexp(logits, dim=-1)).clamp_min(0.0)
+    return torch.where(mask.any(dim=-1), result, torch.zeros_like(result))

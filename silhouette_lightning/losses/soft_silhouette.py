@@ -20,38 +20,32 @@ Cost: the pairwise variant builds one ``[N, M]`` distance matrix and scatters it
 sums, O(N*M*D) time and O(N*M) memory, never an ``[N, M, D]`` tensor; the centroid variant builds
 ``[C, D]`` centroids and an ``[N, C]`` matrix, O((N + M)*D + N*C*D) time and no ``[N, M]`` matrix.
 Everything runs in at least float32, also under autocast.
+
+The distances, the per-class sums and ``a``/``b``/``s`` from them are the geometry floor that the exact
+metric shares (:mod:`silhouette_lightning.geometry`); the references, checks and reduction are
+:class:`~silhouette_lightning.losses.base.BatchLoss`'s. This file holds the choices of the loss: the
+soft minimum, the centroid variant and ``(1 - s_i) / 2``.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from silhouette_lightning.distributed import global_references, uses_global_batch
-from silhouette_lightning.losses.checks import (
-    check_choice,
-    check_embeddings_and_labels,
-    check_temperature,
-    resolve_references,
+from silhouette_lightning.geometry.checks import check_choice, check_temperature
+from silhouette_lightning.geometry.class_sums import class_distance_sums
+from silhouette_lightning.geometry.distances import DISTANCES, Distance, as_compute_dtype, pairwise_distances
+from silhouette_lightning.geometry.silhouette import (
+    SilhouetteTerms,
+    mean_class_distances,
+    silhouette_from_class_distances,
 )
-from silhouette_lightning.losses.class_distance_sums import class_distance_sums
-from silhouette_lightning.losses.cross_batch_memory import (
-    CrossBatchMemory,
-    check_memory_size,
-    memory_references,
-)
-from silhouette_lightning.losses.distances import (
-    DISTANCES,
-    Distance,
-    as_compute_dtype,
-    l2_normalize,
-    pairwise_distances,
-)
-from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
+from silhouette_lightning.losses.base import BatchLoss, resolve_references
+from silhouette_lightning.losses.reduction import Reduction
 from silhouette_lightning.losses.soft_min import (
     SOFT_MINS,
     TEMPERATURE_SCALES,
@@ -68,19 +62,6 @@ _CENTROID_CHUNK_ELEMENTS = 2**22
 
 # Guards 0/0 in s_i when a_i = b_i = 0 (all points identical): s_i is then 0, the "undecided" value.
 _RATIO_EPS = 1e-12
-
-
-class SilhouetteTerms(NamedTuple):
-    """Per-anchor pieces of the silhouette, all ``[N]``.
-
-    ``valid`` is True where the anchor's class has another member among the references and at least
-    one other class is present; ``s``, ``a`` and ``b`` are 0 where it is False.
-    """
-
-    s: Tensor
-    a: Tensor
-    b: Tensor
-    valid: Tensor
 
 
 def silhouette_terms(
@@ -108,16 +89,49 @@ def silhouette_terms(
             the anchors (the distributed case: local anchors inside the gathered global batch). Those
             pairs are excluded. Default: the diagonal when no references are given, none otherwise.
     """
-    check_choice("distance", distance, DISTANCES)
-    check_choice("soft_min", soft_min, SOFT_MINS)
-    check_choice("variant", variant, VARIANTS)
-    check_choice("temperature_scale", temperature_scale, TEMPERATURE_SCALES)
-    check_temperature(temperature)
-    soft = (soft_min, temperature, temperature_scale)
+    check_silhouette_options(distance, soft_min, temperature, variant, temperature_scale)
     ref_embeddings, ref_labels, self_index = resolve_references(
         embeddings, labels, ref_embeddings, ref_labels, self_index
     )
+    return _silhouette_terms(
+        embeddings,
+        labels,
+        ref_embeddings,
+        ref_labels,
+        self_index,
+        distance=distance,
+        soft_min=soft_min,
+        temperature=temperature,
+        variant=variant,
+        temperature_scale=temperature_scale,
+    )
 
+
+def check_silhouette_options(
+    distance: str, soft_min: str, temperature: float, variant: str, temperature_scale: str
+) -> None:
+    """The option checks of :func:`silhouette_terms` and :class:`SoftSilhouetteLoss` (``ConfigError``)."""
+    check_choice("variant", variant, VARIANTS)
+    check_choice("temperature_scale", temperature_scale, TEMPERATURE_SCALES)
+    check_choice("distance", distance, DISTANCES)
+    check_choice("soft_min", soft_min, SOFT_MINS)
+    check_temperature(temperature)
+
+
+def _silhouette_terms(
+    embeddings: Tensor,
+    labels: Tensor,
+    ref_embeddings: Tensor,
+    ref_labels: Tensor,
+    self_index: Tensor | None,
+    *,
+    distance: Distance,
+    soft_min: SoftMin,
+    temperature: float,
+    variant: Variant,
+    temperature_scale: TemperatureScale,
+) -> SilhouetteTerms:
+    """:func:`silhouette_terms` on checked inputs and options."""
     # Distances and ratios in float32 (or float64) even under fp16/bf16 autocast: the expanded squared
     # distance overflows and cancels in half precision.
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
@@ -138,6 +152,13 @@ def silhouette_terms(
         class_counts = torch.bincount(ref_class, minlength=num_classes)  # [C]
         # Members of the anchor's own class among the references, the anchor itself not counted.
         own_members = class_counts[anchor_class] - (0 if self_index is None else 1)  # [N]
+        # b_i: the chosen (soft) minimum over the competing classes.
+        minimum = partial(
+            masked_soft_min, soft_min=soft_min, temperature=temperature, temperature_scale=temperature_scale
+        )
+        terms = partial(
+            silhouette_from_class_distances, class_counts=class_counts, minimum=minimum, eps=_RATIO_EPS
+        )
 
         if variant == "pairwise":
             if distance == "cosine":
@@ -145,9 +166,8 @@ def silhouette_terms(
                 x, ref = unit, unit if ref is x else nn.functional.normalize(ref, dim=1)
             # Sum of distances from anchor i to the references of class c: [N, C], one fused O(N*M) step.
             sums = class_distance_sums(x, ref, ref_class, num_classes, distance, self_index)
-            delta = sums / class_counts.clamp_min(1).to(x.dtype)  # correct for every class but the own
-            a = sums.gather(1, anchor_class.unsqueeze(1)).squeeze(1) / own_members.clamp_min(1).to(x.dtype)
-            return _terms_from_class_distances(delta, a, anchor_class, own_members, class_counts, *soft)
+            delta, a = mean_class_distances(sums, anchor_class, own_members, class_counts)
+            return terms(delta, a, anchor_class, own_members)
 
         # The simplified silhouette: distances to class centroids, O(N*C*D), no [N, M] matrix.
         centroid_sums = ref.new_zeros(num_classes, ref.shape[1]).index_add(0, ref_class, ref)
@@ -156,9 +176,7 @@ def silhouette_terms(
         def centroid_terms(rows: slice) -> SilhouetteTerms:
             delta = pairwise_distances(x[rows], centroids, distance)  # [n, C]
             a = delta.gather(1, anchor_class[rows].unsqueeze(1)).squeeze(1)
-            return _terms_from_class_distances(
-                delta, a, anchor_class[rows], own_members[rows], class_counts, *soft
-            )
+            return terms(delta, a, anchor_class[rows], own_members[rows])
 
         # Anchors are independent given the centroids: for very large batches, process them in chunks
         # and recompute each chunk's [n, C] temporaries in backward, so memory stays O(chunk * C).
@@ -170,33 +188,6 @@ def silhouette_terms(
             run = partial(checkpoint, centroid_terms, use_reentrant=False)
         parts = [run(slice(start, start + chunk)) for start in range(0, x.shape[0], chunk)]
         return SilhouetteTerms(*(torch.cat(field) for field in zip(*parts, strict=True)))
-
-
-def _terms_from_class_distances(
-    delta: Tensor,
-    a: Tensor,
-    anchor_class: Tensor,
-    own_members: Tensor,
-    class_counts: Tensor,
-    soft_min: SoftMin,
-    temperature: float,
-    temperature_scale: TemperatureScale,
-) -> SilhouetteTerms:
-    """``s``, ``a``, ``b``, ``valid`` from the anchor-to-class distances ``delta`` ``[n, C]`` and ``a``."""
-    num_classes = class_counts.shape[0]
-    others = (class_counts > 0).unsqueeze(0) & (
-        torch.arange(num_classes, device=delta.device).unsqueeze(0) != anchor_class.unsqueeze(1)
-    )  # [n, C]: classes that compete for b_i
-    b = masked_soft_min(delta, others, soft_min, temperature, temperature_scale)
-    valid = (own_members > 0) & others.any(dim=1)
-    s = (b - a) / torch.maximum(a, b).clamp_min(_RATIO_EPS)
-    zero = torch.zeros_like(s)
-    return SilhouetteTerms(
-        s=torch.where(valid, s, zero),
-        a=torch.where(valid, a, zero),
-        b=torch.where(valid, b, zero),
-        valid=valid,
-    )
 
 
 def silhouette_samples(
@@ -224,7 +215,7 @@ def silhouette_samples(
     ).s
 
 
-class SoftSilhouetteLoss(nn.Module):
+class SoftSilhouetteLoss(BatchLoss):
     """Soft Silhouette loss: mean of ``(1 - s_i) / 2`` over valid anchors, in ``[0, 1]`` (0 = perfect).
 
     Args:
@@ -295,22 +286,13 @@ class SoftSilhouetteLoss(nn.Module):
         temperature_scale: TemperatureScale = "relative",
         memory_size: int = 0,
     ) -> None:
-        super().__init__()
-        check_choice("variant", variant, VARIANTS)
-        check_choice("temperature_scale", temperature_scale, TEMPERATURE_SCALES)
-        check_choice("distance", distance, DISTANCES)
-        check_choice("soft_min", soft_min, SOFT_MINS)
-        check_choice("reduction", reduction, REDUCTIONS)
-        check_temperature(temperature)
+        check_silhouette_options(distance, soft_min, temperature, variant, temperature_scale)
+        super().__init__(normalize, reduction, gather_distributed, memory_size)
         self.distance = distance
         self.soft_min = soft_min
         self.temperature = float(temperature)
         self.temperature_scale = temperature_scale
-        self.normalize = normalize
         self.variant = variant
-        self.reduction = reduction
-        self.gather_distributed = gather_distributed
-        self.memory = CrossBatchMemory(memory_size) if check_memory_size(memory_size) else None
 
     def extra_repr(self) -> str:
         return (
@@ -319,56 +301,21 @@ class SoftSilhouetteLoss(nn.Module):
             f"normalize={self.normalize}, variant={self.variant!r}, reduction={self.reduction!r}"
         )
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        """Loss of the anchors ``embeddings`` ``[N, D]`` with ``labels`` ``[N]``.
-
-        With ``ref_embeddings`` ``[M, D]`` / ``ref_labels`` ``[M]`` the anchors are compared with those
-        references instead of with each other; the references are taken to be *other* samples
-        (as in pytorch-metric-learning), so no pair is excluded. A loss with a memory takes no references
-        in training mode.
-
-        Inputs must be dense tensors on one device, float embeddings with ``D >= 1`` and integer labels;
-        anything else (sparse, integer embeddings, ``[N, 0]``, labels on another device) is a
-        ``ValueError`` that says what to pass. An empty batch (``N = 0``) has no valid anchor: the
-        graph-connected 0 below.
-        """
-        # Check before normalising, so a wrong shape or dtype is our ValueError, not a torch error.
-        check_embeddings_and_labels(embeddings, labels)
-        if ref_embeddings is not None and ref_labels is not None:
-            check_embeddings_and_labels(ref_embeddings, ref_labels, "ref_embeddings", anchors=embeddings)
-        if self.normalize:
-            embeddings = l2_normalize(embeddings)
-            if ref_embeddings is not None:
-                ref_embeddings = l2_normalize(ref_embeddings)
-        self_index = None
-        distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
-        if distributed:  # local anchors against everyone's embeddings (see distributed.py)
-            ref_embeddings, ref_labels, self_index = global_references(embeddings, labels)
-        memory = self.memory if self.training else None
-        if memory is not None:  # the batch (global under DDP) and, detached, the memory
-            queued = (embeddings, labels) if ref_embeddings is None else (ref_embeddings, ref_labels)
-            ref_embeddings, ref_labels, self_index = memory_references(
-                memory, embeddings, labels, ref_embeddings, ref_labels, self_index
-            )
-        terms = silhouette_terms(
+    def per_anchor(
+        self, embeddings: Tensor, labels: Tensor, refs: Tensor, ref_labels: Tensor, self_index: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``(1 - s_i) / 2`` and the validity mask; see :class:`~silhouette_lightning.losses.base.BatchLoss`
+        for the references, the checks and the reduction."""
+        terms = _silhouette_terms(
             embeddings,
             labels,
-            ref_embeddings,
+            refs,
             ref_labels,
+            self_index,
             distance=self.distance,
             soft_min=self.soft_min,
             temperature=self.temperature,
             variant=self.variant,
-            self_index=self_index,
             temperature_scale=self.temperature_scale,
         )
-        per_anchor = torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s))
-        if memory is not None:  # after the loss: a sample is never its own reference from the memory
-            memory.enqueue(*queued)
-        return reduce_anchors(per_anchor, terms.valid, self.reduction, distributed)
+        return torch.where(terms.valid, (1.0 - terms.s) / 2.0, torch.zeros_like(terms.s)), terms.valid

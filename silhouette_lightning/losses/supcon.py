@@ -22,23 +22,16 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from silhouette_lightning.distributed import global_references, uses_global_batch
-from silhouette_lightning.losses.checks import (
-    check_choice,
+from silhouette_lightning.geometry.checks import (
     check_dense_tensor,
     check_embeddings_and_labels,
     check_temperature,
-    resolve_references,
 )
-from silhouette_lightning.losses.cross_batch_memory import (
-    CrossBatchMemory,
-    check_memory_size,
-    memory_references,
-)
-from silhouette_lightning.losses.distances import as_compute_dtype, l2_normalize
-from silhouette_lightning.losses.reduction import REDUCTIONS, Reduction, reduce_anchors
+from silhouette_lightning.geometry.distances import as_compute_dtype
+from silhouette_lightning.losses.base import BatchLoss, resolve_references
+from silhouette_lightning.losses.reduction import Reduction
 
 
 class SupConTerms(NamedTuple):
@@ -79,7 +72,18 @@ def supcon_per_anchor(
     """
     check_temperature(temperature, allow_zero=False)
     refs, ref_labels, self_index = resolve_references(anchors, labels, refs, ref_labels, self_index)
+    return _supcon_terms(anchors, labels, refs, ref_labels, temperature, self_index)
 
+
+def _supcon_terms(
+    anchors: Tensor,
+    labels: Tensor,
+    refs: Tensor,
+    ref_labels: Tensor,
+    temperature: float,
+    self_index: Tensor | None,
+) -> SupConTerms:
+    """:func:`supcon_per_anchor` on checked inputs."""
     # Similarities, softmax and logs in float32 (or float64) even under fp16/bf16 autocast: logits of
     # 1 / temperature and their exponentials lose most of their digits in half precision.
     with torch.autocast(device_type=anchors.device.type, enabled=False):
@@ -118,7 +122,7 @@ def supcon_per_anchor(
         return SupConTerms(loss=torch.where(valid, loss, torch.zeros_like(loss)), valid=valid)
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(BatchLoss):
     """Supervised contrastive loss: mean of ``loss_i`` over the anchors that have a positive.
 
     Args:
@@ -150,74 +154,28 @@ class SupConLoss(nn.Module):
         gather_distributed: bool = True,
         memory_size: int = 0,
     ) -> None:
-        super().__init__()
-        check_choice("reduction", reduction, REDUCTIONS)
         check_temperature(temperature, allow_zero=False)
+        super().__init__(normalize, reduction, gather_distributed, memory_size)
         self.temperature = float(temperature)
-        self.normalize = normalize
-        self.reduction = reduction
-        self.gather_distributed = gather_distributed
-        self.memory = CrossBatchMemory(memory_size) if check_memory_size(memory_size) else None
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, normalize={self.normalize}, reduction={self.reduction!r}"
 
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
-        """Loss of the anchors ``embeddings`` ``[N, D]`` or ``[N, V, D]`` with ``labels`` ``[N]``.
+    def checked_inputs(
+        self, embeddings: Tensor, labels: Tensor, what: str = "embeddings", anchors: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``[N, D]`` or ``[N, V, D]`` embeddings with ``[N]`` labels, checked and flattened to
+        ``[N * V, D]`` image-major (``n0v0, n0v1, ..., n1v0, ...``) with every label repeated ``V`` times
+        (:func:`flatten_views`); references likewise."""
+        return flatten_views(embeddings, labels, what=what, anchors=anchors)
 
-        ``[N, V, D]`` is flattened to ``[N * V, D]`` image-major (``n0v0, n0v1, ..., n1v0, ...``) with
-        every label repeated ``V`` times. With ``ref_embeddings`` ``[M, D]`` (or ``[M, V, D]``) /
-        ``ref_labels`` ``[M]`` the anchors are compared with those references instead of with each
-        other; the references are taken to be *other* samples (as in pytorch-metric-learning), so no
-        pair is excluded. A loss with a memory takes no references in training mode.
-
-        Inputs must be dense tensors on one device, float embeddings with ``D >= 1`` and integer labels;
-        anything else (sparse, integer embeddings, ``[N, 0]``, labels on another device) is a
-        ``ValueError`` that says what to pass. An empty batch (``N = 0``) gives the graph-connected 0.
-        """
-        if (ref_embeddings is None) != (ref_labels is None):
-            raise ValueError(
-                "ref_embeddings needs ref_labels."
-                if ref_labels is None
-                else "ref_labels was given without ref_embeddings."
-            )
-        # Check before normalising, so a wrong shape or dtype is our ValueError, not a torch error.
-        embeddings, labels = flatten_views(embeddings, labels)
-        if ref_embeddings is not None:
-            ref_embeddings, ref_labels = flatten_views(
-                ref_embeddings, ref_labels, what="ref_embeddings", anchors=embeddings
-            )
-        if self.normalize:
-            embeddings = l2_normalize(embeddings)
-            if ref_embeddings is not None:
-                ref_embeddings = l2_normalize(ref_embeddings)
-        self_index = None
-        distributed = uses_global_batch(self.gather_distributed, ref_embeddings)
-        if distributed:  # local anchors against everyone's embeddings (see distributed.py)
-            ref_embeddings, ref_labels, self_index = global_references(embeddings, labels)
-        memory = self.memory if self.training else None
-        if memory is not None:  # the batch (global under DDP) and, detached, the memory
-            queued = (embeddings, labels) if ref_embeddings is None else (ref_embeddings, ref_labels)
-            ref_embeddings, ref_labels, self_index = memory_references(
-                memory, embeddings, labels, ref_embeddings, ref_labels, self_index
-            )
-        terms = supcon_per_anchor(
-            embeddings,
-            labels,
-            ref_embeddings,
-            ref_labels,
-            temperature=self.temperature,
-            self_index=self_index,
-        )
-        if memory is not None:  # after the loss: a sample is never its own reference from the memory
-            memory.enqueue(*queued)
-        return reduce_anchors(terms.loss, terms.valid, self.reduction, distributed)
+    def per_anchor(
+        self, embeddings: Tensor, labels: Tensor, refs: Tensor, ref_labels: Tensor, self_index: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """SupCon's ``loss_i`` and whether the anchor has a positive; see
+        :class:`~silhouette_lightning.losses.base.BatchLoss` for the references, checks and reduction."""
+        terms = _supcon_terms(embeddings, labels, refs, ref_labels, self.temperature, self_index)
+        return terms.loss, terms.valid
 
 
 def flatten_views(

@@ -35,7 +35,8 @@ from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric, check_metric_inputs
+from silhouette_lightning.geometry.checks import check_finite_embeddings
+from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric
 
 
 def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
@@ -96,7 +97,7 @@ def clustering_metrics(
     _check_positive_int("num_classes", num_classes, allow_none=True)
     _check_positive_int("n_init", n_init)
     _check_positive_int("max_iter", max_iter)
-    check_metric_inputs(embeddings, labels, "clustering_metrics")
+    check_finite_embeddings(embeddings, labels, "clustering_metrics")
     n = embeddings.shape[0]
     device = embeddings.device
     labels = labels.detach().long()

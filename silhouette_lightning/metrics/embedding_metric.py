@@ -13,22 +13,11 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from silhouette_lightning.losses.checks import check_embeddings_and_labels
+from silhouette_lightning.geometry.checks import check_finite_embeddings
 
 # The embedding dtypes kept as they are (others are stored as float32); the index is their code in the
 # (D, dtype) exchange before a DDP gather.
 _STATE_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def check_metric_inputs(embeddings: Tensor, labels: Tensor, owner: str) -> None:
-    """Shape/dtype checks of the losses plus finiteness: a NaN/inf embedding would silently rank last."""
-    check_embeddings_and_labels(embeddings, labels)
-    if not torch.isfinite(embeddings).all():
-        bad = int((~torch.isfinite(embeddings)).any(dim=1).sum())
-        raise ValueError(
-            f"{owner}: embeddings contain NaN or inf values in {bad} of {embeddings.shape[0]} rows; "
-            "the model diverged or the input is corrupt (metrics need finite embeddings)."
-        )
 
 
 def check_same_dim(previous: list[Tensor] | Tensor, embeddings: Tensor, owner: str) -> None:
@@ -71,7 +60,7 @@ class EmbeddingMetric(Metric):
 
     def check_inputs(self, embeddings: Tensor, labels: Tensor) -> None:
         """Raise a clear ``ValueError`` for a batch this metric cannot use."""
-        check_metric_inputs(embeddings, labels, type(self).__name__)
+        check_finite_embeddings(embeddings, labels, type(self).__name__)
 
     def _check_batch(self, embeddings: Tensor, labels: Tensor) -> None:
         self.check_inputs(embeddings, labels)

@@ -46,9 +46,9 @@ from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.losses.checks import check_choice
-from silhouette_lightning.losses.distances import DISTANCES, Distance, pairwise_distances
-from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric, check_metric_inputs
+from silhouette_lightning.geometry.checks import check_choice, check_finite_embeddings
+from silhouette_lightning.geometry.distances import DISTANCES, Distance, pairwise_distances
+from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric
 
 # Default query chunk: about this many [chunk, N] entries per block (float32 distances + float64 keys:
 # ~50 MB). Chosen for bounded memory; the value does not change any result.
@@ -96,7 +96,7 @@ def retrieval_metrics(
     ks = _check_ks(k)
     check_choice("distance", distance, DISTANCES)
     _check_chunk_size(chunk_size)
-    check_metric_inputs(embeddings, labels, "retrieval_metrics")
+    check_finite_embeddings(embeddings, labels, "retrieval_metrics")
     n = embeddings.shape[0]
     device = embeddings.device
     # MPS has no float64 (the tie-breaking key below), so there the ranking runs on the CPU.

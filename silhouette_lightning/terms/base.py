@@ -12,7 +12,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.losses.checks import check_choice
+from silhouette_lightning.geometry.checks import check_choice
 from silhouette_lightning.terms.outputs import ModelOutputs, OutputName
 
 ViewSelection = Literal["all", "first"]

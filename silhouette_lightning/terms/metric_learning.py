@@ -41,7 +41,7 @@ from pytorch_metric_learning.miners import BaseMiner
 from torch import Tensor
 
 from silhouette_lightning.errors import ConfigError
-from silhouette_lightning.losses.distances import as_compute_dtype
+from silhouette_lightning.geometry.distances import as_compute_dtype
 from silhouette_lightning.terms.base import LossTerm, ViewSelection
 from silhouette_lightning.terms.outputs import OutputName
 

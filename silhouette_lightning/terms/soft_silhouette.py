@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from silhouette_lightning.losses.distances import Distance
+from silhouette_lightning.geometry.distances import Distance
 from silhouette_lightning.losses.soft_min import SoftMin, TemperatureScale
 from silhouette_lightning.losses.soft_silhouette import SoftSilhouetteLoss, Variant
 from silhouette_lightning.terms.base import LossTerm, ViewSelection

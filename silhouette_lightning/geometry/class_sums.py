@@ -1,10 +1,19 @@
-"""Sum of the distances from every anchor to every class, fused into one autograd node.
+"""Per-class sums of distances, the silhouette's only O(N*M) step: ``[N, C]`` from ``[N, D]`` and ``[M, D]``.
 
-``sums[i, c] = sum of d(x_i, r_j) over references j of class c`` (self pairs excluded) is the pairwise
-silhouette's only O(N*M) step. Left to autograd, the distance chain (product, clamp, mask, safe sqrt,
-scatter) keeps several ``[N, M]`` tensors alive and passes over each of them again backwards. Here the
-forward allocates one ``[N, M]`` buffer, the distances, and the backward turns that same buffer into the
-weights of the closed-form gradient in place:
+    sums[i, c] = sum of d(x_i, r_j) over references j of class c, the pair (i, self_index[i]) excluded
+
+Two paths, both on the expanded-square factors of :mod:`~silhouette_lightning.geometry.distances`:
+
+* :func:`class_distance_sums`, the **training** path (the Soft Silhouette loss): differentiable, float32
+  (or float64), anchors against any references, one fused autograd node (below);
+* :func:`exact_class_distance_sums`, the **evaluation** path (the exact silhouette score): no gradient,
+  float64 by default, the samples against themselves, symmetric tiles and a rounding-noise threshold
+  (see its docstring); :func:`precomputed_class_distance_sums` does the same from a given matrix.
+
+The training path. Left to autograd, the distance chain (product, clamp, mask, safe sqrt, scatter) keeps
+several ``[N, M]`` tensors alive and passes over each of them again backwards. Here the forward allocates
+one ``[N, M]`` buffer, the distances, and the backward turns that same buffer into the weights of the
+closed-form gradient in place:
 
     dL/dd_ij = G[i, y_j]                       (G = dL/dsums, [N, C])
     euclidean:   W_ij = G[i, y_j] / d_ij       (0 where d_ij = 0: the subgradient at coincident points)
@@ -29,23 +38,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from silhouette_lightning.losses.distances import Distance
+from silhouette_lightning.geometry.distances import Distance, distances_from_factors, expanded_factors
+
+# Exact path: a computed distance (squared, for the Euclidean ones) below this many epsilons of its
+# rounding-error scale is rounding noise of the expanded form and is set to exactly 0. Without this,
+# duplicate points and collapsed classes (a_i = b_i = 0 in exact arithmetic) would get silhouettes from
+# noise.
+_ROUNDING_FACTOR = 64
 
 
 def _distances(x: Tensor, ref: Tensor, distance: str, self_index: Tensor | None) -> Tensor:
-    """``[N, M]`` distances in one fresh buffer, self pairs 0."""
-    if distance == "cosine":  # inputs are unit vectors here; 1 - x.r, clamped against rounding
-        dist = torch.mm(x, ref.T).neg_().add_(1.0).clamp_(0.0, 2.0)
-    else:
-        # |x|^2 + |r|^2 - 2 x.r as ONE product of augmented matrices [-2x, |x|^2, 1] @ [r, 1, |r|^2]^T:
-        # no broadcast [N, M] temporary for the norms.
-        x_aug = torch.cat([x * -2.0, (x * x).sum(dim=1, keepdim=True), x.new_ones(x.shape[0], 1)], 1)
-        ref_aug = torch.cat([ref, ref.new_ones(ref.shape[0], 1), (ref * ref).sum(dim=1, keepdim=True)], 1)
-        dist = torch.mm(x_aug, ref_aug.T).clamp_min_(0.0)  # rounding can make it slightly negative
+    """``[N, M]`` distances in one fresh buffer, self pairs 0 (NaN inputs stay NaN: the loss sees them)."""
+    dist = distances_from_factors(*expanded_factors(x, ref, distance), distance)
     if self_index is not None:
         dist[torch.arange(x.shape[0], device=x.device), self_index] = 0.0
-    if distance == "euclidean":
-        dist.sqrt_()
     return dist
 
 
@@ -123,8 +129,9 @@ def class_distance_sums(
     self_index: Tensor | None = None,
     sorted_blocks: bool | None = None,
 ) -> Tensor:
-    """``[N, C]`` sums of distances from anchors ``x`` ``[N, D]`` to references ``ref`` ``[M, D]`` of each
-    class (``ref_class`` ``[M]`` in ``0..C-1``), excluding the pairs ``(i, self_index[i])``.
+    """Training path: ``[N, C]`` sums of distances from anchors ``x`` ``[N, D]`` to references ``ref``
+    ``[M, D]`` of each class (``ref_class`` ``[M]`` in ``0..C-1``), excluding the pairs
+    ``(i, self_index[i])``; differentiable with respect to ``x`` and ``ref``.
 
     For ``distance="cosine"`` the inputs must already be L2-normalised (the caller normalises, so that
     autograd handles the normalisation's own gradient). ``sorted_blocks`` picks the strategy (default:
@@ -143,3 +150,64 @@ def class_distance_sums(
     return _ClassDistanceSums.apply(
         x, ref[order], ref_class[order], num_classes, bounds, distance, self_index
     )
+
+
+def exact_class_distance_sums(
+    x: Tensor, classes: Tensor, num_classes: int, distance: str, chunk: int
+) -> Tensor:
+    """Evaluation path: ``[N, C]`` with ``sums[i, c]`` = sum of ``d(x_i, x_j)`` over the samples ``j`` of
+    class ``c`` (``classes`` ``[N]`` in ``0..C-1``; ``d(i, i) = 0``), in the dtype of ``x`` ``[N, D]``
+    (finite values; no gradient).
+
+    Cost: the distance matrix is symmetric, so only the ``[chunk, chunk]`` tiles on and above the diagonal
+    are computed, and tile ``(I, J)`` adds its rows to the sums of the samples in ``I`` and its columns to
+    those in ``J``: N^2*D/2 multiply-adds, memory O(chunk^2 + N*C), never N^2.
+
+    Precision: the Euclidean distances are computed on centred data (centring changes no distance but
+    shrinks ``|x|^2``, and with it the expanded form's rounding error, ~eps ``|x|^2``); cosine distances on
+    the rows scaled to unit norm (zero vectors stay zero: distance 1 to every other point, as in
+    scikit-learn). A computed distance (squared, for the Euclidean ones) below ``64 eps max|x - mean|^2``
+    (cosine: ``64 eps``) is rounding noise and is set to exactly 0, so duplicates and collapsed classes
+    get ``a_i = 0`` and not a value driven by noise.
+    """
+    n = x.shape[0]
+    if distance == "cosine":
+        x, scale = torch.nn.functional.normalize(x, dim=1), 1.0
+    else:
+        x = x - x.mean(dim=0, keepdim=True)
+        scale = float((x * x).sum(dim=1).max()) if n else 0.0
+    left, right = expanded_factors(x, x, distance)
+    noise = _ROUNDING_FACTOR * torch.finfo(x.dtype).eps * scale
+    sums = x.new_zeros(n, num_classes)
+    # One buffer for every tile: the CPU pays page faults for each fresh [chunk, chunk] allocation.
+    buffer = x.new_empty(min(chunk, n) ** 2)
+    for start_i in range(0, n, chunk):
+        rows = slice(start_i, min(start_i + chunk, n))
+        for start_j in range(start_i, n, chunk):
+            cols = slice(start_j, min(start_j + chunk, n))
+            tile = buffer[: (rows.stop - rows.start) * (cols.stop - cols.start)]
+            tile = tile.view(rows.stop - rows.start, cols.stop - cols.start)
+            distances_from_factors(left[rows], right[cols], distance, out=tile, noise=noise)
+            if start_i == start_j:
+                tile.diagonal().zero_()  # d(i, i) = 0 exactly, not a rounding error
+            sums[rows].index_add_(1, classes[cols], tile)
+            if start_i != start_j:
+                # [C, n_J] scatter over contiguous tile rows, then one transposed add: faster than a
+                # scatter into the strided columns of sums[cols].
+                column_sums = tile.new_zeros(num_classes, tile.shape[1]).index_add_(0, classes[rows], tile)
+                sums[cols] += column_sums.T
+    return sums
+
+
+def precomputed_class_distance_sums(
+    distances: Tensor, classes: Tensor, num_classes: int, dtype: torch.dtype, chunk: int
+) -> Tensor:
+    """Evaluation path from a given ``[N, N]`` distance matrix: ``[N, C]`` per-class sums of its rows in
+    ``dtype``, ``chunk`` rows at a time (the matrix need not be symmetric: row ``i`` is what sample ``i``
+    sees, as in scikit-learn)."""
+    n = distances.shape[0]
+    sums = torch.zeros(n, num_classes, dtype=dtype, device=distances.device)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        sums[rows].index_add_(1, classes, distances[rows].to(dtype))
+    return sums

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from silhouette_lightning.losses.class_distance_sums import class_distance_sums
+from silhouette_lightning.geometry.class_sums import class_distance_sums
 
 F64 = torch.float64
 
