@@ -18,3 +18,9 @@ TINY = [
     "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
 ]  # fmt: skip
+
+
+def config_args(*names: str) -> list[str]:
+    """``--config configs/<name>`` for each of ``names`` (e.g. ``"data/digits.yaml"``), in order: later files
+    override earlier ones."""
+    return [arg for name in names for arg in ("--config", str(CONFIGS / name))]

@@ -18,7 +18,11 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from silhouette_lightning.data.cifar_classes import CIFAR10_CLASSES, CIFAR100_CLASSES
+from silhouette_lightning.data.sources.torchvision_sets import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    OXFORD_PETS_CLASSES,
+)
 
 GREEN, BLUE = 128, 64
 #: Red values of consecutive files: far enough apart that JPEG rounding cannot confuse two files.
@@ -312,8 +316,6 @@ PET_BREEDS = [("Abyssinian", 1, 1, 1), ("american_bulldog", 2, 2, 1), ("yorkshir
 
 def write_oxford_pets(root: Path) -> FakeCopy:
     """``oxford-iiit-pet/images/<Breed>_<n>.jpg``, ``annotations/{trainval,test}.txt``."""
-    from silhouette_lightning.data.torchvision_specs import OXFORD_PETS_CLASSES
-
     copy = FakeCopy("oxford_pets", list(OXFORD_PETS_CLASSES))
     folder = root / "oxford-iiit-pet"
     (folder / "annotations").mkdir(parents=True)

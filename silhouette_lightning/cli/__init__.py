@@ -7,6 +7,8 @@
 * :mod:`~silhouette_lightning.cli.launch_checks`: devices, nodes and the launcher (torchrun, SLURM) must
   agree before the Trainer is built.
 * :mod:`~silhouette_lightning.cli.resume`: ``--ckpt_path last`` across the runs of one name.
+* :mod:`~silhouette_lightning.cli.checkpointing`: ``last.ckpt`` every epoch, atomic checkpoint writes,
+  checkpoint and folder checks.
 """
 
 from silhouette_lightning.cli.fit import SilhouetteCLI, main, run_cli

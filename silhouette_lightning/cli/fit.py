@@ -32,7 +32,7 @@ from silhouette_lightning.callbacks.embedding_writer import EmbeddingWriter
 from silhouette_lightning.callbacks.epoch_seed import EpochSeed
 from silhouette_lightning.callbacks.interrupt_checkpoint import InterruptCheckpoint
 from silhouette_lightning.callbacks.stop_on_sigterm import StopOnSigterm
-from silhouette_lightning.checkpointing import (
+from silhouette_lightning.cli.checkpointing import (
     AtomicCheckpointIO,
     EpochEndCheckpoint,
     check_writable,

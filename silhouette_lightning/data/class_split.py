@@ -44,9 +44,13 @@ class ClassSplit:
                 )
         return cls(seen=tuple(k for k in range(num) if k not in unseen), unseen=tuple(sorted(unseen)))
 
+    def classes(self, unseen: bool) -> tuple[int, ...]:
+        """The original class indices of the seen or the unseen side, in their new label order."""
+        return self.unseen if unseen else self.seen
+
     def relabelling(self, unseen: bool) -> dict[int, int]:
         """Original label -> new label, for the seen or the unseen side."""
-        return {original: new for new, original in enumerate(self.unseen if unseen else self.seen)}
+        return {original: new for new, original in enumerate(self.classes(unseen))}
 
 
 def _class_index(value: int | str, class_names: Sequence[str]) -> int:

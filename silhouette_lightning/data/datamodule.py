@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from silhouette_lightning.data.balanced_sampler import ClassBalancedSampler, check_balanced_batch
 from silhouette_lightning.data.class_split import ClassSplit
 from silhouette_lightning.data.image_split import ImageSplit, Transform, check_targets_in_range
-from silhouette_lightning.data.multiview import MultiViewTransform
 from silhouette_lightning.data.registry import create_source
 from silhouette_lightning.data.source import SourceConfig
 from silhouette_lightning.data.splits import SPLITS, Split, check_fractions
+from silhouette_lightning.data.transforms import MultiViewTransform
 from silhouette_lightning.errors import ConfigError
 
 # The splits each Trainer entry point needs; ``predict`` embeds the test split.
@@ -186,8 +186,7 @@ class ImageDataModule(LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         """Label ``k`` of the train and validation splits is ``class_names[k]``."""
-        names = self.source.class_names
-        return names if self.class_split is None else [names[k] for k in self.class_split.seen]
+        return self._class_names_of(unseen=False)
 
     @property
     def test_on_unseen_classes(self) -> bool:
@@ -197,8 +196,12 @@ class ImageDataModule(LightningDataModule):
     @property
     def test_class_names(self) -> list[str]:
         """Label ``k`` of the test and predict splits is ``test_class_names[k]``."""
+        return self._class_names_of(unseen=True)
+
+    def _class_names_of(self, unseen: bool) -> list[str]:
+        """The names of the seen or unseen side of the class split; every class without one."""
         names = self.source.class_names
-        return names if self.class_split is None else [names[k] for k in self.class_split.unseen]
+        return names if self.class_split is None else [names[k] for k in self.class_split.classes(unseen)]
 
     @property
     def image_size(self) -> int:

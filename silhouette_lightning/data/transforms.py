@@ -1,17 +1,21 @@
-"""Image transforms: normalisation statistics, tensor augmentation and the PIL pipelines.
+"""Image transforms: normalisation statistics, tensor augmentation, the PIL pipelines and multiple views.
 
 Every pipeline ends in a normalised float32 tensor [3, H, W]; which pipeline a data set uses (and
-whether flips make sense for it) is decided in that data set's file.
+whether flips make sense for it) is decided in that data set's file. :class:`MultiViewTransform` stacks
+several augmented views of one image, for contrastive objectives (SupCon uses two).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+
+from silhouette_lightning.data.image_split import Transform
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,23 @@ def resize_only(size: int, natural_size: int, stats: NormalizationStats) -> v2.C
 
 def _resize_if_needed(size: int, natural_size: int) -> list[v2.Transform]:
     return [] if size == natural_size else [v2.Resize((size, size), antialias=True)]
+
+
+class MultiViewTransform:
+    """Apply ``transform`` ``num_views`` times independently and stack: raw image -> ``[V, 3, H, W]``.
+
+    Batches then have shape ``[B, V, 3, H, W]``; the module runs all ``B * V`` images through the
+    backbone in one pass and each loss term picks the views it wants.
+    """
+
+    def __init__(self, transform: Transform, num_views: int) -> None:
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        self.transform = transform
+        self.num_views = num_views
+
+    def __call__(self, image: Any) -> Tensor:
+        return torch.stack([self.transform(image) for _ in range(self.num_views)])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_views={self.num_views}, transform={self.transform!r})"

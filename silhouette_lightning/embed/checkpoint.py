@@ -25,8 +25,8 @@ import torch
 import yaml
 
 from silhouette_lightning.data.image_split import Transform
-from silhouette_lightning.data.in_memory import InMemorySource
 from silhouette_lightning.data.registry import _REGISTRY
+from silhouette_lightning.data.sources.in_memory import InMemorySource
 from silhouette_lightning.data.transforms import IMAGENET_STATS, NormalizationStats, resize_center_crop
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.module import EmbeddingModule

@@ -10,14 +10,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from silhouette_lightning.data.image_files import (
+from silhouette_lightning.data.image_split import Transform
+from silhouette_lightning.data.sources.image_folder import (
     IMAGE_EXTENSIONS,
     UnreadableImageError,
     is_image_file,
+    list_class_folders,
     load_rgb_image,
 )
-from silhouette_lightning.data.image_folder import list_class_folders
-from silhouette_lightning.data.image_split import Transform
 from silhouette_lightning.errors import DatasetNotFoundError
 
 

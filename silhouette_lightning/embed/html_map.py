@@ -21,7 +21,7 @@ from matplotlib.colors import to_hex
 from PIL import Image, ImageOps
 
 from silhouette_lightning.callbacks.embedding_map import class_colors
-from silhouette_lightning.data.image_files import UnreadableImageError, load_rgb_image
+from silhouette_lightning.data.sources.image_folder import UnreadableImageError, load_rgb_image
 
 THUMB = 48  # pixels per thumbnail cell
 COLUMNS = 64  # cells per sheet row: a sheet is at most 3072 x 3072 pixels (4096 thumbnails)

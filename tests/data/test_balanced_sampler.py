@@ -22,10 +22,8 @@ from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler, 
 from silhouette_lightning.cli import run_cli
 from silhouette_lightning.data import ClassBalancedSampler, ImageDataModule
 from silhouette_lightning.errors import ConfigError
-from tests.cli_args import REPO
+from tests.cli_args import config_args
 from tests.multiprocess import run_in_process_group
-
-CONFIGS = REPO / "configs"
 
 # Unequal classes, all with at least m = 4 samples; label values need not be contiguous.
 SIZES = {0: 40, 1: 23, 2: 17, 5: 9, 7: 31, 9: 12}
@@ -336,17 +334,9 @@ def test_samples_per_class_is_ignored_by_the_random_sampler():
 def test_shipped_config_trains_on_balanced_digits_batches(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored afterwards; seed_everything sets it to 42
-    cli = run_cli(
-        [
-            "fit",
-            "--config", str(CONFIGS / "data" / "digits.yaml"),
-            "--config", str(CONFIGS / "data" / "balanced_sampler.yaml"),
-            "--config", str(CONFIGS / "method" / "ce_silhouette.yaml"),
-            "--trainer.fast_dev_run", "2",
-            "--trainer.enable_progress_bar", "false",
-            "--data.batch_size", "32",
-        ]
-    )  # fmt: skip
+    configs = config_args("data/digits.yaml", "data/balanced_sampler.yaml", "method/ce_silhouette.yaml")
+    overrides = ["--trainer.fast_dev_run", "2", "--trainer.enable_progress_bar", "false"]
+    cli = run_cli(["fit", *configs, *overrides, "--data.batch_size", "32"])
     loader = cli.trainer.train_dataloader
     assert isinstance(loader.sampler, ClassBalancedSampler) and loader.sampler.samples_per_class == 8
     assert loader.sampler.seed == 42  # seed_everything in digits.yaml

@@ -1,16 +1,15 @@
 """Seen/unseen class splits: the data side, the model side, and the shipped configs."""
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from silhouette_lightning.cli import main, run_cli
 from silhouette_lightning.data import ImageDataModule
+from silhouette_lightning.data.transforms import IMAGENET_STATS
 from silhouette_lightning.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
+from tests.cli_args import config_args
+from tests.data.colour_images import all_batches, labels_from_colour, write_images
 
 
 def test_a_count_holds_out_seeded_classes_and_relabels_both_sides():
@@ -66,8 +65,6 @@ def test_unseen_test_all_tests_every_image_of_the_unseen_classes():
 
 
 def test_unseen_test_all_joins_an_image_folders_own_splits(tmp_path):
-    from tests.data.test_data import IMAGENET_STATS, all_batches, labels_from_colour, write_images
-
     write_images(tmp_path / "train", ["a", "b", "c"], per_class=5)
     write_images(tmp_path / "test", ["a", "b", "c"], per_class=2)
     dm = ImageDataModule(
@@ -107,12 +104,10 @@ def test_bad_unseen_classes_are_clear_errors(unseen, message):
 
 def test_digits_5_5_trains_on_seen_and_tests_the_embedding_on_unseen(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    configs = config_args("data/digits.yaml", "method/ce_silhouette.yaml", "unseen/digits_5_5.yaml")
     cli = run_cli(
         [
-            "fit",
-            "--config", str(CONFIGS / "data" / "digits.yaml"),
-            "--config", str(CONFIGS / "method" / "ce_silhouette.yaml"),
-            "--config", str(CONFIGS / "unseen" / "digits_5_5.yaml"),
+            "fit", *configs,
             "--trainer.max_epochs", "1",
             "--trainer.limit_train_batches", "3",
             "--trainer.enable_progress_bar", "false",
@@ -145,13 +140,7 @@ def test_fewshot_settings_the_unseen_classes_cannot_serve_stop_before_training(
     fewshot, message, capsys, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    args = [
-        "fit",
-        "--config",
-        str(CONFIGS / "data" / "digits.yaml"),
-        "--config",
-        str(CONFIGS / "unseen" / "digits_5_5.yaml"),
-    ]
+    args = ["fit", *config_args("data/digits.yaml", "unseen/digits_5_5.yaml")]
     with pytest.raises(SystemExit) as info:
         main([*args, "--trainer.logger", "false", "--model.fewshot", fewshot])
     err = capsys.readouterr().err
@@ -160,7 +149,7 @@ def test_fewshot_settings_the_unseen_classes_cannot_serve_stop_before_training(
 
 def test_cifar100_50_50_config_parses(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["fit", "--config", str(CONFIGS / "unseen" / "cifar100_50_50.yaml"), "--print_config"])
+        main(["fit", *config_args("unseen/cifar100_50_50.yaml"), "--print_config"])
     assert info.value.code == 0
     printed = capsys.readouterr().out
     assert "unseen_classes: 50" in printed and "dataset: cifar100" in printed

@@ -22,7 +22,7 @@ from PIL import Image
 from sklearn.metrics import silhouette_score
 
 from silhouette_lightning.cli import main as fit_main
-from silhouette_lightning.data.image_files import load_rgb_image
+from silhouette_lightning.data.sources.image_folder import load_rgb_image
 from silhouette_lightning.embed.checkpoint import load_trained_embedder
 from silhouette_lightning.embed.command import main
 from silhouette_lightning.embed.outputs import embedding_metrics

@@ -13,7 +13,7 @@ import torchvision
 import yaml
 
 from silhouette_lightning.cli import SilhouetteCLI, main, run_cli
-from silhouette_lightning.data.torchvision_specs import TORCHVISION_SPECS
+from silhouette_lightning.data.sources.torchvision_sets import TORCHVISION_SPECS
 from silhouette_lightning.experiments.report import read_run
 from silhouette_lightning.experiments.sweep import PAPER_METHODS, plan
 from tests.cli_args import REPO

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from silhouette_lightning.data.in_memory import InMemorySource, resize_images
 from silhouette_lightning.data.registry import register_dataset
 from silhouette_lightning.data.source import SourceConfig
+from silhouette_lightning.data.sources.in_memory import InMemorySource, resize_images
 from silhouette_lightning.data.transforms import NormalizationStats
 from silhouette_lightning.errors import ConfigError
 

@@ -1,4 +1,5 @@
-"""torchvision data sets by name, loaded from tiny copies written in each data set's own file format.
+"""torchvision data sets by name (silhouette_lightning/data/sources/torchvision_sets.py), loaded from tiny
+copies written in each data set's own file format, and through stand-ins for the torchvision classes.
 
 The oracle is the table of files the writers in ``fake_torchvision_data`` put on disk: every image's
 red value identifies its file, so each loaded sample's split and label are compared with what was
@@ -24,15 +25,18 @@ from silhouette_lightning.data import (
     registered_datasets,
     unregister_dataset,
 )
-from silhouette_lightning.data.image_files import UnreadableImageError
-from silhouette_lightning.data.torchvision_sets import TorchvisionSource
-from silhouette_lightning.data.torchvision_specs import (
+from silhouette_lightning.data.sources.image_folder import UnreadableImageError
+from silhouette_lightning.data.sources.torchvision_sets import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
     OXFORD_PETS_CLASSES,
     TorchvisionDatasetSpec,
+    TorchvisionSource,
     read_lines,
 )
-from silhouette_lightning.data.transforms import IMAGENET_STATS
+from silhouette_lightning.data.transforms import IMAGENET_STATS, NormalizationStats
 from silhouette_lightning.errors import DatasetNotFoundError
+from tests.data.colour_images import all_batches, class_color, labels_from_colour
 from tests.fake_torchvision_data import (
     BLUE,
     GREEN,
@@ -332,3 +336,77 @@ def test_download_happens_only_when_configured_and_before_the_class_list_is_read
     dm.setup("test")
     image, label = dm.split_dataset("test")[0]
     assert image.shape == (3, 8, 8) and label == 1  # grayscale made RGB
+
+
+# --- through the data module, with stand-ins for the torchvision classes ---------------------------
+
+
+def test_cifar_class_lists() -> None:
+    assert CIFAR10_CLASSES[0] == "airplane" and CIFAR10_CLASSES[-1] == "truck"
+    assert len(CIFAR100_CLASSES) == 100 == len(set(CIFAR100_CLASSES))
+    assert list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)  # torchvision's meta file order
+
+
+def test_cifar10_not_on_disk_says_where_and_how(tmp_path: Path) -> None:
+    # At construction: before LightningCLI builds a Trainer or a run folder.
+    with pytest.raises(DatasetNotFoundError) as info:
+        ImageDataModule("cifar10", root=str(tmp_path))
+    message = str(info.value)
+    assert str(tmp_path) in message
+    assert "data.download: true" in message and "--data.download true" in message
+    assert "cifar-10-batches-py" in message
+    assert isinstance(info.value, FileNotFoundError)
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded
+
+
+class _FakeTorchvisionSet(torch.utils.data.Dataset):
+    """Stands in for a torchvision class: ``(root, train, download)`` -> (PIL image, label) items."""
+
+    def __init__(self, root: str, train: bool, download: bool) -> None:
+        self.targets = [i % 3 for i in range(30 if train else 9)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.new("RGB", (8, 8), class_color(self.targets[index])), self.targets[index]
+
+
+def test_cifar10_folder_present_but_unreadable_says_where_and_how(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-batches-py").mkdir()  # e.g. an interrupted extraction
+    dm = ImageDataModule("cifar10", root=str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="torchvision: .*data.download: true"):
+        dm.setup("fit")
+
+
+@pytest.fixture
+def fake_torchvision_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "data" / "fake-folder").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # the default root is ./data
+    spec = TorchvisionDatasetSpec(
+        factory=_FakeTorchvisionSet,
+        class_names=("r", "g", "b"),
+        split_kwargs={"train": {"train": True}, "test": {"train": False}},
+        stats=NormalizationStats(mean=(0.5,) * 3, std=(0.25,) * 3),
+        natural_image_size=8,
+        extracted_folder="fake-folder",
+    )
+    register_dataset("fake_tv", partial(TorchvisionSource, spec=spec))
+    yield "fake_tv"
+    unregister_dataset("fake_tv")
+
+
+def test_torchvision_source_carves_val_from_train_and_keeps_test(fake_torchvision_dataset: str) -> None:
+    dm = ImageDataModule(fake_torchvision_dataset, val_fraction=0.2, batch_size=4, image_size=12)
+    dm.setup()
+    train, val, test = (dm.split_dataset(s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (24, 6, 9)  # test_fraction unused: own test split
+    assert not set(train.indices.tolist()) & set(val.indices.tolist())
+    assert Counter(val.targets) == {0: 2, 1: 2, 2: 2}
+    for loader in (dm.train_dataloader(), dm.test_dataloader()):
+        images, labels = all_batches(loader)
+        assert images.shape[1:] == (3, 12, 12)
+    test_images, test_labels = all_batches(dm.test_dataloader())
+    assert labels_from_colour(test_images, NormalizationStats((0.5,) * 3, (0.25,) * 3)).tolist() == (
+        test_labels.tolist()
+    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from silhouette_lightning.data.in_memory import InMemorySource, as_float_images, resize_images
 from silhouette_lightning.data.registry import register_dataset
+from silhouette_lightning.data.sources.in_memory import InMemorySource, as_float_images, resize_images
 from silhouette_lightning.data.transforms import NormalizationStats
 
 
