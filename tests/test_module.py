@@ -141,7 +141,7 @@ def test_validation_logs_the_embedding_metrics_of_the_configured_output():
     module = _module(eval_output="features").eval()
     images, labels = _batch(batch=12)
     module.validation_step((images, labels), batch_idx=1)
-    values = module.val_embedding_metrics.compute()
+    values = module.evaluation("val").compute()
     assert set(values) >= {"silhouette", "precision_at_1", "map_at_r", "nmi", "ami"}
     # They describe the backbone features (L2-normalised), not the head's embeddings.
     features = torch.nn.functional.normalize(module.encode(images).features[:, 0].detach(), dim=1)

@@ -17,17 +17,6 @@ from silhouette_lightning.callbacks.silhouette_diagram import plot_silhouette_di
 from silhouette_lightning.metrics.silhouette_score import silhouette_samples_exact
 
 
-def _gather(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` (sizes may differ between ranks) over all processes; every rank must call."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor
-    if torch.distributed.get_world_size() < 2:
-        return tensor
-    from torchmetrics.utilities.distributed import gather_all_tensors
-
-    return torch.cat([part for part in gather_all_tensors(tensor.contiguous()) if part.numel()], dim=0)
-
-
 def _evaluated_epoch(trainer: Trainer) -> int:
     """The epoch of the weights being evaluated: outside ``fit`` (``test_after_fit`` tests the best
     checkpoint, ``test --ckpt_path``) the checkpoint's epoch, not the trainer's last one."""
@@ -45,12 +34,13 @@ class EmbeddingPlots(Callback):
     """Saves an embedding map and a silhouette diagram of the evaluated embeddings as PNG, and logs them.
 
     At the end of a validation epoch of ``fit`` (every ``every_n_epochs`` epochs and at the last epoch,
-    ``max_epochs``; never during the sanity check), of ``validate``, and of ``test``, it takes the
-    embeddings and labels that the module's ``{val,test}_embedding_metrics.silhouette`` metric holds
-    (L2-normalised, the representation chosen by ``eval_output``) before the module computes and resets
-    them (callbacks' epoch-end hooks run before the LightningModule's), gathers them from all processes,
+    ``max_epochs``; never during the sanity check), of ``validate``, and of ``test``, it asks the module's
+    :class:`~silhouette_lightning.metrics.EmbeddingEvaluation` of that stage (``pl_module.evaluation(stage)``:
+    the first ``eval_output``, L2-normalised) for the samples its metrics are computed on, gathered from all
+    processes (:meth:`~silhouette_lightning.metrics.EmbeddingEvaluation.send_samples_to`: callbacks'
+    epoch-end hooks run before the LightningModule's, whose ``compute()`` then hands them over). It
     subsamples ``max_points`` of them (seeded), computes exact per-sample silhouettes (the distance of the
-    module's metric) and, on rank 0 only, writes
+    evaluation's silhouette) and, on rank 0 only, writes
     ``<trainer.log_dir>/plots/{stage}_embedding_map_epoch{E}.png`` and
     ``..._silhouette_diagram_epoch{E}.png`` and sends both to a ``TensorBoardLogger``
     (``add_figure``, tag ``{stage}/embedding_map`` / ``{stage}/silhouette_diagram``).
@@ -95,10 +85,10 @@ class EmbeddingPlots(Callback):
             return
         if trainer.state.fn == TrainerFn.FITTING and not self._due(trainer):
             return
-        self._plot(trainer, pl_module, "val")
+        self._request(trainer, pl_module, "val")
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._plot(trainer, pl_module, "test")
+        self._request(trainer, pl_module, "test")
 
     def _due(self, trainer: Trainer) -> bool:
         epoch = trainer.current_epoch + 1
@@ -106,40 +96,30 @@ class EmbeddingPlots(Callback):
         return last or epoch % self.every_n_epochs == 0
 
     # ------------------------------------------------------------------ work
-    def _plot(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # Collectives first, on every rank (same decisions everywhere), then plotting on rank 0 only.
-        try:
-            samples = self._samples(pl_module, stage)
-        except Exception as error:  # noqa: BLE001 - pictures must never stop training
-            rank_zero_warn(f"EmbeddingPlots: no {stage} plots, could not read the embeddings: {error!r}")
+    def _request(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Ask the module's evaluation of ``stage`` for its samples (same decision on every rank)."""
+        evaluation = getattr(pl_module, "evaluation", None)
+        evaluation = evaluation(stage) if callable(evaluation) else None
+        if not hasattr(evaluation, "send_samples_to"):
+            rank_zero_warn(
+                f"EmbeddingPlots: {type(pl_module).__name__} has no `evaluation(stage)` EmbeddingEvaluation, "
+                "so there are no embeddings to plot."
+            )
             return
-        if samples is None:
-            return
-        embeddings, labels, distance = samples
-        embeddings, labels = _gather(embeddings), _gather(labels)
+        distance = getattr(evaluation, "silhouette_distance", "euclidean")
+        evaluation.send_samples_to(
+            lambda embeddings, labels: self._plot(trainer, stage, embeddings, labels, distance)
+        )
+
+    def _plot(self, trainer: Trainer, stage: str, embeddings: Tensor, labels: Tensor, distance: str) -> None:
+        """The gathered samples, on every rank: the log folder (a collective), then plotting on rank 0."""
         folder = os.path.join(trainer.log_dir or trainer.default_root_dir, "plots")  # log_dir broadcasts
         if not trainer.is_global_zero:
             return
         try:
-            self._draw(trainer, stage, embeddings, labels, distance, folder)
+            self._draw(trainer, stage, embeddings.detach().float(), labels.detach().long(), distance, folder)
         except Exception as error:  # noqa: BLE001 - pictures must never stop training
             rank_zero_warn(f"EmbeddingPlots: the {stage} plots failed and were skipped: {error!r}")
-
-    def _samples(self, pl_module: LightningModule, stage: str) -> tuple[Tensor, Tensor, str] | None:
-        evaluation = getattr(pl_module, f"{stage}_embedding_metrics", None)
-        metric = getattr(evaluation, "silhouette", None)
-        if metric is None:
-            rank_zero_warn(
-                f"EmbeddingPlots: {type(pl_module).__name__} has no `{stage}_embedding_metrics.silhouette` "
-                "metric, so there are no embeddings to plot."
-            )
-            return None
-        if metric.has_samples:
-            embeddings, labels = metric.samples()
-        else:  # this rank saw no batch; it still joins the gather
-            embeddings = torch.zeros(0, 0, device=pl_module.device)
-            labels = torch.zeros(0, dtype=torch.long, device=pl_module.device)
-        return embeddings.detach().float(), labels.detach().long(), getattr(metric, "distance", "euclidean")
 
     def _draw(
         self, trainer: Trainer, stage: str, embeddings: Tensor, labels: Tensor, distance: str, folder: str

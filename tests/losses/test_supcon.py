@@ -17,9 +17,9 @@ from pytorch_metric_learning.distances import DotProductSimilarity
 
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.losses.supcon import SupConLoss, supcon_per_anchor
-from silhouette_lightning.terms.outputs import ModelOutputs
 from silhouette_lightning.terms.supcon import SupConTerm
 from tests.losses.batches import F64, TOL, assert_close, bf16_autocast_run, uneven_batch
+from tests.terms.model_outputs import random_model_outputs
 
 PML_TOL = 1e-6  # the brief's tolerance against pytorch-metric-learning (observed ~1e-15)
 REDUCTIONS = ("mean", "sum", "none")
@@ -448,13 +448,7 @@ def test_views_with_one_label_per_image_are_valid():
 # --------------------------------------------------------------------------------------------------
 # 7. The term
 # --------------------------------------------------------------------------------------------------
-def _outputs(batch=6, views=2, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return ModelOutputs(
-        features=torch.randn(batch, views, 5, generator=g),
-        embeddings=torch.randn(batch, views, 4, generator=g),
-        logits=torch.randn(batch, views, classes, generator=g),
-    )
+_outputs = random_model_outputs
 
 
 def test_term_equals_loss_on_all_views():

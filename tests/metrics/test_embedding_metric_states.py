@@ -21,6 +21,7 @@ from silhouette_lightning.metrics import (
     retrieval_metrics,
     silhouette_score,
 )
+from tests.metrics import test_embedding_evaluation as embedding_evaluation
 from tests.multiprocess import run_in_process_group
 
 METRICS = (SilhouetteScore, RetrievalMetrics, ClusteringMetrics)
@@ -183,7 +184,11 @@ def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
         error = ""
     except ValueError as err:
         error = str(err)
-    torch.save({"results": results, "empty": empty, "error": error}, f"{out_dir}/rank{rank}.pt")
+    evaluation = embedding_evaluation.ddp_part(rank)  # one process group for both files
+    torch.save(
+        {"results": results, "empty": empty, "error": error, "evaluation": evaluation},
+        f"{out_dir}/rank{rank}.pt",
+    )
 
 
 def test_ddp_process_without_samples_equals_the_others_data(tmp_path):
@@ -195,4 +200,5 @@ def test_ddp_process_without_samples_equals_the_others_data(tmp_path):
             assert_close(saved["results"][cls.__name__], oracle(cls, x, y), tol=1e-5)
             assert all(v == 0.0 for v in saved["empty"][cls.__name__].values())
         assert "different dimensions [3, 4]" in saved["error"], rank
+        embedding_evaluation.check_ddp_part(saved["evaluation"])
     assert np.isfinite(oracle(SilhouetteScore, x, y)["silhouette"])

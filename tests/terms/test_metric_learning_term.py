@@ -21,19 +21,14 @@ from silhouette_lightning.terms.cross_entropy import CrossEntropyTerm
 from silhouette_lightning.terms.metric_learning import MetricLearningTerm
 from silhouette_lightning.terms.outputs import ModelOutputs
 from tests.cli_args import QUICKSTART
+from tests.terms.model_outputs import random_model_outputs
 
 TERM = "silhouette_lightning.terms.metric_learning.MetricLearningTerm"
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
 
-def _outputs(batch=12, views=2, dim=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    outputs = ModelOutputs(
-        features=torch.randn(batch, views, 5, generator=g),
-        embeddings=torch.randn(batch, views, dim, generator=g),
-        logits=torch.randn(batch, views, 3, generator=g),
-    )
-    return outputs, torch.arange(batch) % 3
+def _outputs(seed=0):
+    return random_model_outputs(batch=12, dim=8, seed=seed), torch.arange(12) % 3
 
 
 def _flat(outputs, labels, name="embeddings"):

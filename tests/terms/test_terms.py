@@ -3,16 +3,10 @@ import torch
 
 from silhouette_lightning.errors import ConfigError
 from silhouette_lightning.losses import SoftSilhouetteLoss
-from silhouette_lightning.terms import CrossEntropyTerm, ModelOutputs, SoftSilhouetteTerm
+from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm
+from tests.terms.model_outputs import random_model_outputs
 
-
-def _outputs(batch=6, views=2, classes=3, generator_seed=0):
-    g = torch.Generator().manual_seed(generator_seed)
-    return ModelOutputs(
-        features=torch.randn(batch, views, 5, generator=g),
-        embeddings=torch.randn(batch, views, 4, generator=g),
-        logits=torch.randn(batch, views, classes, generator=g),
-    )
+_outputs = random_model_outputs
 
 
 def test_views_are_flattened_image_major_with_repeated_labels():
