@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from silhouette_lightning.metrics.clustering import clustering_metrics
 from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric
 from silhouette_lightning.metrics.fewshot import FewShotSettings, fewshot_accuracy
-from silhouette_lightning.metrics.retrieval import _check_ks, metric_names, retrieval_metrics
+from silhouette_lightning.metrics.retrieval import check_ks, metric_names, retrieval_metrics
 from silhouette_lightning.metrics.silhouette_score import silhouette_score
 
 SampleConsumer = Callable[[Tensor, Tensor], None]
@@ -55,7 +55,7 @@ class EmbeddingEvaluation(EmbeddingMetric):
     ) -> None:
         super().__init__(**kwargs)
         self.normalize = normalize
-        self.k = _check_ks(k)
+        self.k = check_ks(k)
         self.seed = seed
         self.fewshot = fewshot
         self._consumers: list[SampleConsumer] = []

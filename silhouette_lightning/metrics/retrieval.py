@@ -55,7 +55,7 @@ from silhouette_lightning.metrics.embedding_metric import EmbeddingMetric
 _CHUNK_ELEMENTS = 2**22
 
 
-def _check_ks(k: int | Sequence[int]) -> tuple[int, ...]:
+def check_ks(k: int | Sequence[int]) -> tuple[int, ...]:
     ks = (k,) if isinstance(k, int) else tuple(k)
     if not ks or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in ks):
         raise ConfigError(f"k must be a positive integer or a non-empty list of them, got {k!r}.")
@@ -93,7 +93,7 @@ def retrieval_metrics(
         ``{"precision_at_1", "recall_at_<k>" for each k, "map_at_r", "r_precision"}``: float32 scalar
         tensors on the embeddings' device, means over the queries that have a positive.
     """
-    ks = _check_ks(k)
+    ks = check_ks(k)
     check_choice("distance", distance, DISTANCES)
     _check_chunk_size(chunk_size)
     check_finite_embeddings(embeddings, labels, "retrieval_metrics")
@@ -173,7 +173,7 @@ class RetrievalMetrics(EmbeddingMetric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.k = _check_ks(k)
+        self.k = check_ks(k)
         check_choice("distance", distance, DISTANCES)
         _check_chunk_size(chunk_size)
         self.distance = distance
