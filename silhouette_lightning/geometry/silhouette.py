@@ -39,16 +39,17 @@ class SilhouetteTerms(NamedTuple):
 
 
 def mean_class_distances(
-    sums: Tensor, anchor_class: Tensor, own_members: Tensor, class_counts: Tensor
+    sums: Tensor, anchor_class: Tensor, own_members: Tensor, class_counts: Tensor, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """``(delta [N, C], a [N])`` from the per-class distance sums ``[N, C]``, the anchors' classes ``[N]``
     in ``0..C-1``, their own-class members ``m_i`` ``[N]`` and the references per class ``n_c`` ``[C]``.
 
     ``delta``'s own-class column divides by ``n_{y_i}``, which counts the anchor itself when it is among
     the references; ``a`` divides by ``m_i``. Empty classes and ``m_i = 0`` divide by 1 (their sums are 0).
+    ``out=sums`` writes ``delta`` over the sums (the exact metric's scratch buffer; not for autograd).
     """
     a = sums.gather(1, anchor_class.unsqueeze(1)).squeeze(1) / own_members.clamp_min(1).to(sums.dtype)
-    return sums / class_counts.clamp_min(1).to(sums.dtype), a
+    return torch.div(sums, class_counts.clamp_min(1).to(sums.dtype), out=out), a
 
 
 def masked_min(values: Tensor, mask: Tensor) -> Tensor:
@@ -89,25 +90,32 @@ def silhouette_from_class_distances(
     )  # [N, C]
     b = minimum(delta, competing)
     valid = (own_members > 0) & competing.any(dim=1)
-    s = (b - a) / torch.maximum(a, b).clamp_min(eps)
-    zero = torch.zeros_like(s)
+    zero = torch.zeros_like(a)
     return SilhouetteTerms(
-        s=torch.where(valid, s, zero),
+        s=silhouette_ratio(a, b, valid, eps),
         a=torch.where(valid, a, zero),
         b=torch.where(valid, b, zero),
         valid=valid,
     )
 
 
+def silhouette_ratio(a: Tensor, b: Tensor, valid: Tensor, eps: float) -> Tensor:
+    """``s = (b - a) / max(a, b, eps)`` ``[N]`` where ``valid``, else 0: the one formula of ``s_i``."""
+    s = (b - a) / torch.maximum(a, b).clamp_min(eps)
+    return torch.where(valid, s, torch.zeros_like(s))
+
+
 def exact_silhouette_from_sums(sums: Tensor, classes: Tensor, num_classes: int) -> Tensor:
     """Rousseeuw's ``s`` ``[N]`` of the samples whose per-class distance sums over each other are ``sums``
-    ``[N, C]`` (``d(i, i)`` included as 0; ``classes`` ``[N]`` in ``0..C-1``, every class present): the
+    ``[N, C]`` (overwritten; ``d(i, i)`` included as 0; ``classes`` ``[N]`` in ``0..C-1``, every class present): the
     hard minimum, an exact ratio, and 0 where it is undefined or not finite (scikit-learn's conventions:
     alone in its class, ``0 / 0``, and here also distances that overflowed)."""
     class_counts = torch.bincount(classes, minlength=num_classes)
     own_members = class_counts[classes] - 1  # every sample is among the references: not itself
-    delta, a = mean_class_distances(sums, classes, own_members, class_counts)
-    s = silhouette_from_class_distances(
-        delta, a, classes, own_members, class_counts, eps=torch.finfo(sums.dtype).tiny
-    ).s
+    # In place over the caller's scratch sums, and b without an [N, C] mask (every class is present here,
+    # so the competitors are all classes but the own one): on the CPU each fresh [N, C] buffer costs more
+    # than the arithmetic on it, and the exact metric is timed in benchmarks/metrics.py.
+    delta, a = mean_class_distances(sums, classes, own_members, class_counts, out=sums)
+    b = delta.scatter_(1, classes.unsqueeze(1), torch.inf).amin(dim=1)
+    s = silhouette_ratio(a, b, own_members > 0, torch.finfo(sums.dtype).tiny)
     return torch.where(torch.isfinite(s), s, torch.zeros_like(s))
