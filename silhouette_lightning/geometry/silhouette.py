@@ -107,9 +107,9 @@ def silhouette_ratio(a: Tensor, b: Tensor, valid: Tensor, eps: float) -> Tensor:
 
 def exact_silhouette_from_sums(sums: Tensor, classes: Tensor, num_classes: int) -> Tensor:
     """Rousseeuw's ``s`` ``[N]`` of the samples whose per-class distance sums over each other are ``sums``
-    ``[N, C]`` (overwritten; ``d(i, i)`` included as 0; ``classes`` ``[N]`` in ``0..C-1``, every class present): the
-    hard minimum, an exact ratio, and 0 where it is undefined or not finite (scikit-learn's conventions:
-    alone in its class, ``0 / 0``, and here also distances that overflowed)."""
+    ``[N, C]`` (overwritten; ``d(i, i)`` included as 0; ``classes`` ``[N]`` in ``0..C-1``, every class
+    present): the hard minimum, an exact ratio, and 0 where it is undefined or not finite (scikit-learn's
+    conventions: alone in its class, ``0 / 0``, and here also distances that overflowed)."""
     class_counts = torch.bincount(classes, minlength=num_classes)
     own_members = class_counts[classes] - 1  # every sample is among the references: not itself
     # In place over the caller's scratch sums, and b without an [N, C] mask (every class is present here,
