@@ -320,6 +320,61 @@ def _fold_cell(values: list[float], folds: int) -> str:
     return text + ("" if len(values) == folds else f" ({len(values)} folds)")
 
 
+# What the paired table subtracts: CE's backbone features, CE's best representation on unseen classes.
+PAIRED_REFERENCE = ("ce", "features")
+
+
+def _paired_cell(differences: list[float]) -> str:
+    if not differences:
+        return "–"
+    ahead = sum(d > 0 for d in differences)
+    spread = f" [{min(differences):+.3f}, {max(differences):+.3f}]" if len(differences) > 1 else ""
+    return f"{statistics.mean(differences):+.3f}{spread}, {ahead}/{len(differences)}"
+
+
+def paired_rows(
+    folds: dict[str, dict[str, dict]], metrics: Sequence[str]
+) -> list[tuple[str, str, list[str]]]:
+    """``(method, representation, cells)`` for every method that ran on every fold: per metric, the
+    method's fold mean minus CE's features' on the same fold, as mean [smallest, largest] over the folds
+    and the number of folds it was ahead. ``folds``: fold -> method -> report row (``<column> mean``)."""
+    reference, reference_output = PAIRED_REFERENCE
+    folds = {label: rows for label, rows in folds.items() if reference in rows}
+    if not folds:
+        return []
+    methods = [m for m in next(iter(folds.values())) if all(m in rows for rows in folds.values())]
+    table = []
+    for method in methods:
+        for output in REPRESENTATIONS:
+            cells = []
+            for metric in metrics:
+                column, base = f"test/{output}/{metric} mean", f"test/{reference_output}/{metric} mean"
+                differences = [
+                    float(rows[method][column]) - float(rows[reference][base])
+                    for rows in folds.values()
+                    if rows[method].get(column) and rows[reference].get(base)
+                ]
+                cells.append(_paired_cell(differences))
+            table.append((method, output, cells))
+    return table
+
+
+def _paired_table(folds: dict[str, dict[str, dict]], metrics: dict[str, str]) -> None:
+    rows = paired_rows(folds, list(metrics))
+    if not rows:
+        return
+    reference, output = PAIRED_REFERENCE
+    print(
+        f"\n### paired against {reference}'s {output} on the same held-out alphabet ({len(folds)} folds: "
+        "mean [smallest, largest], folds ahead)\n"
+    )
+    print(
+        "| run | representation | " + " | ".join(metrics.values()) + " |\n|---|---|" + "---|" * len(metrics)
+    )
+    for method, output, cells in rows:
+        print(f"| {method} | {output} | " + " | ".join(cells) + " |")
+
+
 def report(datasets: Sequence[str]) -> None:
     """Per data set: seen classes (top-1, and per representation silhouette, P@1, MAP@R, NMI), unseen
     classes (the same embedding metrics and the few-shot accuracies; Omniglot per held-out alphabet and
@@ -349,6 +404,17 @@ def report(datasets: Sequence[str]) -> None:
                 f"{RECOMMENDED} (hard minimum; its own row)"
             )
             _table([folder, reference], out / folder.name, columns, headers, title)
+        if len(fold_folders) > 1:  # the methods and the options that ran on every held-out alphabet
+            pairs = zip(fold_folders, per_fold, strict=True)
+            folds = {f.name: {row["method"]: row for row in rows} for f, rows in pairs}
+            for f in fold_folders:
+                options_folder = RUNS / f.name.replace("_unseen", "_options_unseen")
+                if options_folder.exists():
+                    output = out / f"{options_folder.name}_paired"  # not the options table's folder
+                    rows = report_rows(options_folder, output, "test/embeddings/precision_at_1")
+                    folds[f.name].update({row["method"]: row for row in rows})
+            paired = {"precision_at_1": "P@1", "silhouette": "silhouette", **_fewshot_metrics(data)}
+            _paired_table(folds, paired)
         times = epoch_times(list((RUNS / name).glob("*/seed_*/metrics.csv")))
         if any(times.values()):
             print(f"\n### {name}: cost per step\n\n" + time_table(times))

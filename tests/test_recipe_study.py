@@ -139,3 +139,22 @@ def test_only_and_option_sides_pick_runs(omniglot):
         ("omniglot_unseen_Greek", "ce", 1),
         ("omniglot_options_unseen_Greek", "ce_silhouette_softmax", 1),
     ]
+
+
+def test_paired_rows_subtract_ce_features_fold_by_fold():
+    def row(**values):
+        return {f"test/{key.replace('__', '/')} mean": str(value) for key, value in values.items()}
+
+    folds = {
+        "a": {"ce": row(features__precision_at_1=0.5, embeddings__precision_at_1=0.4),
+              "x": row(features__precision_at_1=0.65, embeddings__precision_at_1=0.45)},
+        "b": {"ce": row(features__precision_at_1=0.8, embeddings__precision_at_1=0.7),
+              "x": row(features__precision_at_1=0.7, embeddings__precision_at_1=0.9),
+              "only_here": row(features__precision_at_1=1.0)},
+    }  # fmt: skip
+    rows = {(m, o): cells for m, o, cells in recipe_study.paired_rows(folds, ["precision_at_1"])}
+    # Methods missing from a fold are left out; each cell: mean [min, max], folds ahead.
+    assert {m for m, _ in rows} == {"ce", "x"}
+    assert rows[("x", "features")] == ["+0.025 [-0.100, +0.150], 1/2"]
+    assert rows[("x", "embeddings")] == ["+0.025 [-0.050, +0.100], 1/2"]
+    assert rows[("ce", "features")] == ["+0.000 [+0.000, +0.000], 0/2"]
