@@ -94,15 +94,18 @@ def test_options_change_one_thing_from_the_recommended_recipe(omniglot):
             assert "--model.losses" not in run.args and set(option.args) <= set(run.args)
 
 
-def test_options_come_from_the_softmax_or_the_shipped_hard_recipe():
+def test_options_come_from_the_softmax_or_the_hard_two_layer_recipe():
     options = recipe_study.options(recipe_study.DATASETS["omniglot"])
-    hard = {label: option for label, option in options.items() if label.startswith("hard_")}
+    hard = {label: option for label, option in options.items() if label.startswith("hard")}
     softmax = {label: option for label, option in options.items() if label not in hard}
-    # The same changes on both recipes; the temperatures only where there is a temperature.
+    # The same changes on both recipes; the temperatures only where there is a temperature, and no
+    # hard_head1: the hard minimum with one head layer is the shipped recipe (the methods part).
     temperatures = {"T0.05", "T0.2", "T0.5"}
-    assert {label.removeprefix("hard_") for label in hard} == set(softmax) - {"softmax", *temperatures}
+    changes = {label.removeprefix("hard_") for label in hard} - {"hard"}
+    assert changes == set(softmax) - {"softmax", "head1", *temperatures}
     assert all(option.silhouette["soft_min"] == "softmax" for option in softmax.values())
     assert all("soft_min" not in option.silhouette for option in hard.values())
+    assert hard["hard"] == recipe_study.Option({}, ("--model.head_layers", "2"))
     assert hard["hard_memory"].silhouette == {"memory_size": 512}
     assert hard["hard_balanced"].args == softmax["balanced"].args
 
@@ -122,12 +125,17 @@ def test_planned_commands_parse(omniglot, monkeypatch, capsys):
         ("omniglot_options", "ce_silhouette_memory"),
         ("omniglot_options", "ce_silhouette_head1"),
         ("omniglot_options", "ce_silhouette_hard_memory"),
+        ("omniglot_options_unseen_Latin", "ce_silhouette_hard"),
+        ("omniglot_unseen_Latin", "ce_silhouette"),
     ]:
         with pytest.raises(SystemExit) as info:
             main([*picked[key].args, "--print_config"])
         assert info.value.code == 0, key
         printed = capsys.readouterr().out
         assert f"name: {key[1]}" in printed and "- embeddings\n" in printed and "- features\n" in printed
+        # The shipped recipe and the softmax recipe's head1 have one head layer; every other option two.
+        one_layer = key[1] in ("ce_silhouette", "ce_silhouette_head1")
+        assert f"head_layers: {1 if one_layer else 2}\n" in printed, key
 
 
 def test_only_and_option_sides_pick_runs(omniglot):
