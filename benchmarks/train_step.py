@@ -35,8 +35,8 @@ from silhouette_lightning.module import EmbeddingModule
 from silhouette_lightning.terms import CrossEntropyTerm, SoftSilhouetteTerm, SupConTerm
 
 MEMORY_METHOD = "ce_silhouette + memory"
-# name -> (loss terms, views, head layers): the head of each method's config in configs/method/ (CE + Silhouette
-# ships a one-layer head; the others keep the module's default of two).
+# name -> (loss terms, views, head layers): the head of each method's config in configs/method/
+# (CE + Silhouette ships a one-layer head; the others keep the module's default of two).
 METHODS = {
     "ce": (lambda: [CrossEntropyTerm()], 1, 2),
     "ce_silhouette": (lambda: [CrossEntropyTerm(), SoftSilhouetteTerm()], 1, 1),
