@@ -109,20 +109,26 @@ def options(data: Dataset) -> dict[str, Option]:
     From the softmax recipe (SOFTMAX: relative softmax soft minimum, temperature 0.1, weight 1.0, input
     embeddings, 2 head layers, random batches, no memory), itself the option ``softmax``: every change and
     the temperatures. From the hard recipe (HARD: the same with the hard minimum), itself the option
-    ``hard``, as ``hard_<change>``: every change but the temperatures, which the hard minimum does not have,
-    and but ``head1``: the hard minimum with one head layer is the shipped recipe (the methods part's
+    ``hard``, as ``hard_<change>``: every change except the temperatures, which the hard minimum does not
+    have, and ``head1``: the hard minimum with one head layer is the shipped recipe (the methods part's
     ``ce_silhouette``). A change's arguments come after TWO_LAYER_HEAD, and the last value given wins.
     """
     changes = _changes(data)
-    base = TWO_LAYER_HEAD
 
     def changed(recipe: dict, change: Option) -> Option:
-        return Option({**recipe, **change.silhouette}, (*base, *change.args))
+        return Option({**recipe, **change.silhouette}, (*TWO_LAYER_HEAD, *change.args))
 
     softmax = {label: changed(SOFTMAX, c) for label, c in changes.items()}
-    temperatures = {f"T{t}": Option({**SOFTMAX, "temperature": t}, base) for t in (0.05, 0.2, 0.5)}
+    temperatures = {f"T{t}": changed(SOFTMAX, Option({"temperature": t})) for t in (0.05, 0.2, 0.5)}
     hard = {f"hard_{label}": changed(HARD, c) for label, c in changes.items() if label != "head1"}
-    return {"softmax": Option(SOFTMAX, base), **softmax, **temperatures, "hard": Option(HARD, base), **hard}
+    unchanged = Option()
+    return {
+        "softmax": changed(SOFTMAX, unchanged),
+        **softmax,
+        **temperatures,
+        "hard": changed(HARD, unchanged),
+        **hard,
+    }
 
 
 def omniglot_classes(root: Path | None = None, archive: Path | None = None) -> list[str]:
